@@ -1,0 +1,22 @@
+"""Errors the runtime raises for problems a user can fix (bad input, wrong bundle, ...)."""
+
+from __future__ import annotations
+
+
+class PersonSearchError(Exception):
+    """A problem with the user's input or environment, reported without a traceback.
+
+    The ``personsearch`` command line prints the message and exits non-zero for any
+    exception whose class sets ``is_user_error = True``; each package defines its own
+    base class with that flag so none of them has to import another.
+    """
+
+    is_user_error = True
+
+
+class BundleError(PersonSearchError):
+    """The bundle directory is missing, incomplete or does not match the schema."""
+
+
+class GalleryError(PersonSearchError):
+    """The gallery is missing, empty, corrupt or was built with another model."""

@@ -1,0 +1,1 @@
+"""Subcommands of ``personsearch`` implemented by the trainer (each: add_arguments, run)."""
