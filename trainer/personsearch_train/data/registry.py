@@ -1,0 +1,171 @@
+"""The one registry of dataset readers, by name.
+
+Each reader is registered once under a name with its kind:
+
+* ``person_search`` (``cuhk_sysu``, ``prw``): ``loader(root, split) -> PersonSearchSplit``;
+  use :func:`load_split`;
+* ``text_person`` (``cuhk_pedes``, ``icfg_pedes``, ``rstpreid``, ``ufine6926``,
+  ``ufine3c``): ``loader(root, split) -> TextPersonSplit``; use :func:`load_text_split`;
+* ``detection`` (``coco_persons``, ``crowdhuman``) and ``reid`` (``market1501``):
+  looked up with :func:`get_reader`, called with their own arguments.
+
+Registering a name twice raises, so two readers can never shadow each other.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from personsearch_train.data.cuhk_sysu import load_cuhk_sysu
+from personsearch_train.data.detection_sets import load_coco_persons, load_crowdhuman
+from personsearch_train.data.prw import load_prw
+from personsearch_train.data.reid_folders import load_market1501
+from personsearch_train.data.structures import PersonSearchSplit
+from personsearch_train.data.text_person import TEXT_PERSON_DATASETS, TextPersonSplit, load_text_person
+from personsearch_train.errors import ConfigError
+
+__all__ = [
+    "READER_KINDS",
+    "DatasetReader",
+    "available_readers",
+    "get_reader",
+    "load_split",
+    "load_text_split",
+    "register_reader",
+]
+
+#: The kinds of reader the registry knows.
+READER_KINDS = ("person_search", "text_person", "detection", "reid")
+
+
+@dataclass(frozen=True)
+class DatasetReader:
+    """A registered dataset reader.
+
+    Attributes:
+        name: Registry name (``"cuhk_sysu"``).
+        kind: One of :data:`READER_KINDS`.
+        loader: The reading function.
+        description: One line for listings.
+    """
+
+    name: str
+    kind: str
+    loader: Callable[..., Any]
+    description: str
+
+
+_READERS: dict[str, DatasetReader] = {}
+
+
+def register_reader(*, name: str, kind: str, loader: Callable[..., Any], description: str) -> DatasetReader:
+    """Add a reader to the registry.
+
+    Args:
+        name: Unique name.
+        kind: One of :data:`READER_KINDS`.
+        loader: The function that reads the dataset.
+        description: One line saying what it reads.
+
+    Returns:
+        The registered entry.
+
+    Raises:
+        ValueError: ``name`` is already registered or ``kind`` is unknown.
+    """
+    if kind not in READER_KINDS:
+        raise ValueError(f"reader kind must be one of {READER_KINDS}, got {kind!r}")
+    if name in _READERS:
+        raise ValueError(f"a dataset reader named {name!r} is already registered")
+    reader = DatasetReader(name=name, kind=kind, loader=loader, description=description)
+    _READERS[name] = reader
+    return reader
+
+
+def available_readers(kind: str | None = None) -> tuple[str, ...]:
+    """Names of the registered readers, optionally of one kind, sorted."""
+    return tuple(sorted(name for name, reader in _READERS.items() if kind is None or reader.kind == kind))
+
+
+def get_reader(name: str, kind: str | None = None) -> DatasetReader:
+    """Look a reader up by name.
+
+    Args:
+        name: Registry name.
+        kind: If given, the reader must be of this kind.
+
+    Returns:
+        The registry entry.
+
+    Raises:
+        ConfigError: No reader of that name (and kind); the message lists the choices.
+    """
+    reader = _READERS.get(name)
+    if reader is None or (kind is not None and reader.kind != kind):
+        choices = ", ".join(available_readers(kind))
+        what = f"{kind} dataset" if kind else "dataset"
+        raise ConfigError(f"unknown {what} {name!r}; choose one of: {choices}.")
+    return reader
+
+
+def load_split(name: str, root: str | Path, split: str, **options: Any) -> PersonSearchSplit:
+    """Read a split of a registered person-search dataset.
+
+    Args:
+        name: ``"cuhk_sysu"`` or ``"prw"`` (or another ``person_search`` reader).
+        root: Dataset folder.
+        split: ``"train"`` or ``"test"``.
+        **options: Passed to the reader (e.g. ``gallery_sizes`` for CUHK-SYSU).
+
+    Returns:
+        The split.
+    """
+    return get_reader(name, "person_search").loader(root, split, **options)
+
+
+def load_text_split(name: str, root: str | Path, split: str, **options: Any) -> TextPersonSplit:
+    """Read a split of a registered text-to-image person dataset.
+
+    Args:
+        name: One of the ``text_person`` readers (``"cuhk_pedes"``, ...).
+        root: Dataset folder.
+        split: ``"train"``, ``"test"`` or ``"val"``.
+        **options: Passed to the reader (e.g. ``annotation_file``).
+
+    Returns:
+        The split.
+    """
+    return get_reader(name, "text_person").loader(root, split, **options)
+
+
+register_reader(
+    name="cuhk_sysu", kind="person_search", loader=load_cuhk_sysu, description="CUHK-SYSU MATLAB annotations"
+)
+register_reader(
+    name="prw", kind="person_search", loader=load_prw, description="PRW frames, per-frame .mat boxes"
+)
+
+
+def _text_loader(dataset: str) -> Callable[..., TextPersonSplit]:
+    """Bind ``load_text_person`` to one dataset name as ``loader(root, split, **options)``."""
+
+    @functools.wraps(load_text_person)
+    def loader(root: str | Path, split: str, **options: Any) -> TextPersonSplit:
+        return load_text_person(root, dataset, split, **options)
+
+    return loader
+
+
+for _name in TEXT_PERSON_DATASETS:
+    register_reader(
+        name=_name, kind="text_person", loader=_text_loader(_name), description=f"{_name} text-person JSON"
+    )
+register_reader(
+    name="coco_persons", kind="detection", loader=load_coco_persons, description="COCO json, person boxes"
+)
+register_reader(name="crowdhuman", kind="detection", loader=load_crowdhuman, description="CrowdHuman .odgt")
+register_reader(name="market1501", kind="reid", loader=load_market1501, description="Market-1501-named crops")
