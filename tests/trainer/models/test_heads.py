@@ -1,0 +1,83 @@
+"""NAE, BN-neck regressor, box coder and RoI sampler."""
+
+from __future__ import annotations
+
+import torch
+from personsearch_train.models.box_coding import BoxCoder
+from personsearch_train.models.heads import BNNeckBoxRegressor, NormAwareEmbedding
+from personsearch_train.models.roi_sampling import RoISampler
+from torchvision.ops import box_iou
+
+
+def test_nae_embeddings_are_unit_norm_and_logit_is_norm_based() -> None:
+    torch.manual_seed(0)
+    nae = NormAwareEmbedding(in_channels=(16, 32), dim=11)
+    assert [p[0].out_features for p in nae.projections] == [5, 6]  # remainder goes to the last part
+    a, b = torch.randn(9, 16), torch.randn(9, 32)
+    embeddings, logits = nae(a, b)
+    assert embeddings.shape == (9, 11) and logits.shape == (9,)
+    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(9))
+    nae.eval()
+    embeddings, logits = nae(a, b)
+    joint = torch.cat([nae.projections[0](a), nae.projections[1](b)], dim=1)
+    torch.testing.assert_close(embeddings, joint / joint.norm(dim=1, keepdim=True))
+    # Logit is a monotone (BN with positive scale) function of the norm.
+    assert float(nae.norm_bn.weight.detach()) > 0
+    assert torch.equal(joint.norm(dim=1).argsort(), logits.argsort())
+
+
+def test_bn_neck_regressor_shape() -> None:
+    head = BNNeckBoxRegressor(in_channels=12, num_classes=2)
+    assert head(torch.randn(5, 12, 1, 1)).shape == (5, 8)
+
+
+def test_box_coder_round_trip_and_known_value() -> None:
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    refs = torch.tensor([[0.0, 0.0, 10.0, 20.0], [5.0, 5.0, 15.0, 9.0]])
+    targets = torch.tensor([[2.0, 1.0, 14.0, 21.0], [4.0, 4.0, 20.0, 12.0]])
+    deltas = coder.encode(targets, refs)
+    # First box: centre (5,10) -> (8,11), size (10,20) -> (12,20).
+    torch.testing.assert_close(
+        deltas[0], torch.tensor([10 * 3 / 10, 10 * 1 / 20, 5 * torch.log(torch.tensor(1.2)).item(), 0.0])
+    )
+    decoded = coder.decode(torch.cat([torch.zeros_like(deltas), deltas], dim=1), refs)
+    assert decoded.shape == (2, 2, 4)
+    torch.testing.assert_close(decoded[:, 0], refs)
+    torch.testing.assert_close(decoded[:, 1], targets)
+
+
+def test_roi_sampler_adds_ground_truth_and_balances() -> None:
+    torch.manual_seed(0)
+    sampler = RoISampler(
+        fg_iou_thresh=0.5,
+        bg_iou_thresh=0.5,
+        batch_size_per_image=16,
+        positive_fraction=0.25,
+        box_coder=BoxCoder(),
+    )
+    gt = torch.tensor([[10.0, 10.0, 50.0, 90.0], [60.0, 10.0, 100.0, 90.0]])
+    pids = torch.tensor([4, -1])
+    far = torch.tensor([[200.0, 200.0, 230.0, 260.0]]).repeat(30, 1)
+    near = gt[:1] + torch.tensor([1.0, 1.0, 1.0, 1.0])
+    out = sampler(torch.cat([near, far]), gt, pids)
+    assert out.boxes.shape == (16, 4)
+    assert int(out.is_person.sum()) == 3  # near box + the two appended ground-truth boxes (< 16 * 0.25)
+    iou = box_iou(out.boxes, gt).max(dim=1).values
+    assert (iou[out.is_person] >= 0.5).all() and (iou[~out.is_person] < 0.5).all()
+    assert sorted(out.pids[out.is_person].tolist()) == [-1, 4, 4]
+    assert (out.regression_targets[~out.is_person] == 0).all()
+
+
+def test_roi_sampler_without_ground_truth() -> None:
+    sampler = RoISampler(
+        fg_iou_thresh=0.5,
+        bg_iou_thresh=0.5,
+        batch_size_per_image=8,
+        positive_fraction=0.5,
+        box_coder=BoxCoder(),
+    )
+    out = sampler(
+        torch.rand(20, 4) * 10 + torch.tensor([0, 0, 20, 20]), torch.zeros(0, 4), torch.zeros(0).long()
+    )
+    assert out.boxes.shape == (8, 4) and not out.is_person.any()
+    assert torch.isfinite(out.regression_targets).all()

@@ -1,0 +1,143 @@
+"""ResNet split SeqNet-style: a res4 trunk for the whole image and a res5 head per RoI.
+
+The trunk is ``conv1 ... layer3`` (stride 16) and the head is ``layer4`` followed by
+global *max* pooling of both its input and its output (methods.md section 1.1 items
+2 and 5). Networks come from ``torchvision.models.resnet*`` built with
+``weights=None``: nothing is downloaded; pretrained weights are loaded explicitly with
+:func:`personsearch_train.models.weights.load_backbone_weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock
+
+__all__ = ["BACKBONES", "Res4Trunk", "Res5Head", "build_resnet", "narrow_resnet"]
+
+
+def narrow_resnet(widths: tuple[int, int, int, int] = (8, 16, 32, 64)) -> nn.Module:
+    """A one-block-per-stage ResNet with narrow stages, for fast CPU tests.
+
+    Its module names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``) match
+    torchvision's ResNet, so the same trunk/head split and weight loading apply.
+
+    Args:
+        widths: Output channels of ``layer1`` ... ``layer4``; the stem has ``widths[0]``.
+
+    Returns:
+        A module with torchvision-ResNet attribute names (no ``fc``).
+    """
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(widths[0])
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    inplanes = widths[0]
+    for index, (planes, stride) in enumerate(zip(widths, (1, 2, 2, 2), strict=True), start=1):
+        downsample = None
+        if stride != 1 or inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+        setattr(net, f"layer{index}", nn.Sequential(BasicBlock(inplanes, planes, stride, downsample)))
+        inplanes = planes
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return net
+
+
+#: Backbone name -> constructor of a torchvision-layout ResNet (random weights).
+BACKBONES: dict[str, Callable[[], nn.Module]] = {
+    "resnet18": lambda: torchvision.models.resnet18(weights=None),
+    "resnet34": lambda: torchvision.models.resnet34(weights=None),
+    "resnet50": lambda: torchvision.models.resnet50(weights=None),
+    "resnet101": lambda: torchvision.models.resnet101(weights=None),
+    "narrow": narrow_resnet,
+}
+
+
+def _out_channels(stage: nn.Sequential) -> int:
+    """Channels produced by a ResNet stage (last block's last BN)."""
+    last_block = stage[-1]
+    bn = getattr(last_block, "bn3", None) or last_block.bn2
+    return int(bn.num_features)
+
+
+class Res4Trunk(nn.Module):
+    """ResNet ``conv1 ... layer3``: image to the stride-16 ``feat_res4`` map.
+
+    Args:
+        resnet: A torchvision-layout ResNet; its stem and first three stages are reused.
+        freeze_stem: Freeze ``conv1.weight``, ``bn1.weight`` and ``bn1.bias`` as SeqNet
+            does. The stem BN still updates its running statistics in training mode.
+    """
+
+    def __init__(self, resnet: nn.Module, *, freeze_stem: bool = True) -> None:
+        super().__init__()
+        self.conv1 = resnet.conv1
+        self.bn1 = resnet.bn1
+        self.relu = resnet.relu
+        self.maxpool = resnet.maxpool
+        self.layer1 = resnet.layer1
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+        self.out_channels = _out_channels(resnet.layer3)
+        if freeze_stem:
+            for parameter in (self.conv1.weight, self.bn1.weight, self.bn1.bias):
+                parameter.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Args: images ``[B, 3, H, W]`` normalised. Returns ``[B, C4, H/16, W/16]``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+class Res5Head(nn.Module):
+    """ResNet ``layer4`` on pooled RoIs, returning both max-pooled feature vectors.
+
+    Args:
+        layer4: The fourth ResNet stage (stride 2).
+        in_channels: Channels of the RoI features it receives (``feat_res4``).
+    """
+
+    def __init__(self, layer4: nn.Sequential, *, in_channels: int) -> None:
+        super().__init__()
+        self.layer4 = layer4
+        self.in_channels = int(in_channels)
+        self.out_channels = _out_channels(layer4)
+
+    def forward(self, rois: Tensor) -> tuple[Tensor, Tensor]:
+        """Run ``layer4`` and global-max-pool its input and output.
+
+        Args:
+            rois: ``[K, C4, S, S]`` float RoI features (S = 14 in SeqNet).
+
+        Returns:
+            ``feat_res4`` ``[K, C4]`` and ``feat_res5`` ``[K, C5]``, both float.
+        """
+        res5 = self.layer4(rois)
+        return rois.amax(dim=(2, 3)), res5.amax(dim=(2, 3))
+
+
+def build_resnet(name: str, *, freeze_stem: bool = True) -> tuple[Res4Trunk, Res5Head]:
+    """Build the trunk and res5 head of a named ResNet with random weights.
+
+    Args:
+        name: A key of :data:`BACKBONES` (``resnet18``, ``resnet50``, ``narrow`` ...).
+        freeze_stem: See :class:`Res4Trunk`.
+
+    Returns:
+        ``(trunk, res5_head)``; the head owns the network's ``layer4``.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    resnet = BACKBONES[name]()
+    trunk = Res4Trunk(resnet, freeze_stem=freeze_stem)
+    return trunk, Res5Head(resnet.layer4, in_channels=trunk.out_channels)
