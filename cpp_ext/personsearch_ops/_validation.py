@@ -1,0 +1,125 @@
+"""Argument checks and conversions shared by the RoIAlign wrappers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+_FEATURE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_features(features: torch.Tensor, op_name: str, what: str = "features") -> None:
+    """Raise ValueError/TypeError unless ``features`` is a floating [N, C, H, W] tensor.
+
+    Args:
+        features: tensor to check.
+        op_name: public function name for the message.
+        what: how the message names the argument.
+    """
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(
+            f"{op_name}: {what} must be a torch.Tensor [N, C, H, W], got {type(features).__name__}"
+        )
+    if features.dim() != 4:
+        raise ValueError(f"{op_name}: {what} must be [N, C, H, W], got shape {tuple(features.shape)}")
+    if features.dtype not in _FEATURE_DTYPES:
+        raise TypeError(
+            f"{op_name}: {what} must be float32, float16, bfloat16 or float64, got {features.dtype}"
+        )
+
+
+def output_hw(output_size: int | Sequence[int], op_name: str) -> tuple[int, int]:
+    """Return (pooled_height, pooled_width) from an int or a pair, checking positivity.
+
+    Args:
+        output_size: one int (square output) or (height, width).
+        op_name: public function name for the message.
+
+    Returns:
+        (pooled_height, pooled_width).
+    """
+    if isinstance(output_size, int):
+        hw = (output_size, output_size)
+    else:
+        hw = tuple(int(v) for v in output_size)
+        if len(hw) != 2:
+            raise ValueError(f"{op_name}: output_size must be an int or (height, width), got {output_size!r}")
+    if hw[0] <= 0 or hw[1] <= 0:
+        raise ValueError(f"{op_name}: output_size must be positive, got {output_size!r}")
+    return hw[0], hw[1]
+
+
+def rois_tensor(
+    rois: torch.Tensor | Sequence[torch.Tensor], features: torch.Tensor, op_name: str
+) -> torch.Tensor:
+    """Return rois as a contiguous float32 [K, 5] tensor on the features' device.
+
+    Args:
+        rois: [K, 5] rows (batch_index, x1, y1, x2, y2), or a list with one [L_i, 4] (x1, y1,
+            x2, y2) tensor per image (image i gets batch index i).
+        features: the feature map (device and batch size are taken from it).
+        op_name: public function name for the message.
+
+    Returns:
+        [K, 5] float32 rois in image coordinates.
+    """
+    if isinstance(rois, (list, tuple)):
+        for i, boxes in enumerate(rois):
+            if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+                shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+                raise ValueError(
+                    f"{op_name}: rois[{i}] must be an [L, 4] (x1, y1, x2, y2) tensor, got {shape}"
+                )
+        if len(rois) == 0:
+            return torch.zeros((0, 5), dtype=torch.float32, device=features.device)
+        index = torch.cat(
+            [
+                torch.full((b.shape[0], 1), float(i), dtype=torch.float32, device=b.device)
+                for i, b in enumerate(rois)
+            ]
+        )
+        rois = torch.cat([index, torch.cat([b.to(torch.float32) for b in rois])], dim=1)
+    if not isinstance(rois, torch.Tensor):
+        raise TypeError(f"{op_name}: rois must be a [K, 5] tensor or a list of [L, 4] tensors")
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(
+            f"{op_name}: rois must be [K, 5] rows (batch_index, x1, y1, x2, y2), "
+            f"got shape {tuple(rois.shape)}"
+        )
+    if not rois.is_floating_point():
+        raise TypeError(f"{op_name}: rois must be a floating tensor, got {rois.dtype}")
+    if rois.device != features.device:
+        raise ValueError(f"{op_name}: rois are on {rois.device} but features are on {features.device}")
+    return rois.to(torch.float32).contiguous()
+
+
+def check_batch_indices(rois: torch.Tensor, batch: int, op_name: str) -> None:
+    """Raise ValueError when a RoI's batch index is outside [0, batch) (fallback path only).
+
+    The compiled ops perform the same check in C++.
+
+    Args:
+        rois: [K, 5] float32 rois.
+        batch: number of images in the feature batch.
+        op_name: public function name for the message.
+    """
+    if rois.shape[0] == 0:
+        return
+    index = rois[:, 0].to(torch.int64)
+    bad = (index < 0) | (index >= batch)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"{op_name}: roi {k} has batch index {float(rois[k, 0])} but the features hold {batch} image(s); "
+            f"batch indices must lie in [0, {batch - 1}]"
+        )
+
+
+def is_channels_last(features: torch.Tensor) -> bool:
+    """Return True when the kernels take the channels-last path (mirrors the C++ rule).
+
+    Args:
+        features: [N, C, H, W] tensor.
+    """
+    return (not features.is_contiguous()) and features.is_contiguous(memory_format=torch.channels_last)
