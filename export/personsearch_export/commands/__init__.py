@@ -1,0 +1,1 @@
+"""``personsearch`` subcommands owned by the exporter (each: ``add_arguments`` and ``run``)."""
