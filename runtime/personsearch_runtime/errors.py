@@ -20,3 +20,11 @@ class BundleError(PersonSearchError):
 
 class GalleryError(PersonSearchError):
     """The gallery is missing, empty, corrupt or was built with another model."""
+
+
+class EngineError(BundleError):
+    """A TensorRT engine does not match this machine, its bundle or the requested shapes."""
+
+
+class SourceError(PersonSearchError):
+    """An input image, folder, glob or video cannot be used (nothing readable found)."""

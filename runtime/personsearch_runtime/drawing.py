@@ -1,0 +1,97 @@
+"""Pictures of search results: the query beside its ranked hits, boxes drawn (OpenCV)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from personsearch_runtime.results import SearchHit
+from personsearch_runtime.sources import is_video
+
+__all__ = ["draw_hits", "load_frame"]
+
+_GREEN = (40, 200, 40)
+_WHITE = (255, 255, 255)
+
+
+def load_frame(source: str, frame_index: int) -> np.ndarray | None:
+    """Decode frame ``frame_index`` of an image or video file; None when it cannot be read."""
+    import cv2
+
+    if not is_video(source):
+        return cv2.imread(source, cv2.IMREAD_COLOR)
+    capture = cv2.VideoCapture(source)
+    try:
+        if not capture.isOpened():
+            return None
+        capture.set(cv2.CAP_PROP_POS_FRAMES, frame_index)
+        ok, image = capture.read()
+        return image if ok else None
+    finally:
+        capture.release()
+
+
+def _tile(image: np.ndarray, height: int, label: str, box: Sequence[float] | None) -> np.ndarray:
+    import cv2
+
+    image = image.copy()
+    if box is not None:
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        thickness = max(2, image.shape[0] // 150)
+        cv2.rectangle(image, (x1, y1), (x2, y2), _GREEN, thickness)
+    scale = height / image.shape[0]
+    tile = cv2.resize(
+        image, (max(1, int(round(image.shape[1] * scale))), height), interpolation=cv2.INTER_AREA
+    )
+    bar = np.zeros((28, tile.shape[1], 3), np.uint8)
+    cv2.putText(bar, label, (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, _WHITE, 1, cv2.LINE_AA)
+    return np.concatenate([bar, tile], axis=0)
+
+
+def draw_hits(
+    query: np.ndarray,
+    hits: Sequence[SearchHit],
+    out_path: str | os.PathLike[str],
+    *,
+    query_box: Sequence[float] | None = None,
+    tile_height: int = 256,
+) -> Path:
+    """Write one picture: the query, then each hit's frame with its box and rank.
+
+    Args:
+        query: [H, W, 3] uint8 BGR query crop or frame.
+        hits: Ranked hits.
+        out_path: Image file to write (extension picks the format, e.g. ``.jpg``).
+        query_box: Box to draw on the query (for queries by box in a frame).
+        tile_height: Height of each tile in pixels.
+
+    Returns:
+        The written path.
+    """
+    import cv2
+
+    tiles = [_tile(query, tile_height, "query", query_box)]
+    for hit in hits:
+        frame = load_frame(hit.source, hit.frame_index)
+        if frame is None:
+            frame = np.full((tile_height, tile_height // 2, 3), 64, np.uint8)
+            box = None
+        else:
+            box = hit.box
+        label = f"#{hit.rank} sim {hit.similarity:.2f}"
+        tiles.append(_tile(frame, tile_height, label, box))
+    gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
+    row = [tiles[0]]
+    for t in tiles[1:]:
+        row += [gap, t]
+    picture = np.concatenate(row, axis=1)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
+    if not cv2.imwrite(str(tmp), picture):
+        raise OSError(f"could not write {out_path}")
+    os.replace(tmp, out_path)
+    return out_path

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from personsearch_runtime.box_ops import roi_align_reference
+from personsearch_runtime.bundle import RoIAlignSpec
+from personsearch_runtime.gpu.roi_align_kernel import (
+    KERNEL_RELATIVE_PATH,
+    compile_kernels,
+    cuda_include_dir,
+    entry_point,
+    kernel_source_path,
+)
+
+needs_nvrtc = pytest.mark.skipif(importlib.util.find_spec("cuda") is None, reason="needs cuda-python (NVRTC)")
+
+
+def test_kernel_source_is_found_without_importing_personsearch_ops() -> None:
+    import sys
+
+    already = "personsearch_ops" in sys.modules
+    path = kernel_source_path()
+    assert path.is_file() and path.as_posix().endswith(KERNEL_RELATIVE_PATH.as_posix())
+    assert "personsearch_ops" in sys.modules or not already
+    text = path.read_text()
+    assert 'extern "C" __global__ void ps_roi_align_fwd_##LAYOUT##_##SFX' in text
+    assert entry_point("float32") == "ps_roi_align_fwd_nchw_f32"
+
+
+@needs_nvrtc
+def test_nvrtc_compiles_the_kernel_to_ptx_with_every_entry_point(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("PERSONSEARCH_CACHE", str(tmp_path))
+    assert (cuda_include_dir() / "cuda_fp16.h").is_file()
+    compiled = compile_kernels("compute_80")
+    assert compiled.kind == "ptx"
+    for dtype in ("float32", "float16", "bfloat16", "float64"):
+        assert f".entry {entry_point(dtype)}(".encode() in compiled.image
+    again = compile_kernels("compute_80")  # from the on-disk cache
+    assert again.image == compiled.image and any(tmp_path.rglob("*.ptx"))
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_nvrtc_kernel_matches_the_reference(dtype: str) -> None:
+    cupy = pytest.importorskip("cupy")
+    from personsearch_runtime.gpu.roi_align_kernel import RoIAlignKernel
+
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((2, 8, 25, 31)).astype(np.float32)
+    xy = rng.uniform(-30, 400, (50, 2))
+    rois = np.concatenate([rng.integers(0, 2, (50, 1)), xy, xy + rng.uniform(0, 200, (50, 2))], 1).astype(
+        np.float32
+    )
+    spec = RoIAlignSpec(output_size=7, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
+    ref = roi_align_reference(feats, rois, spec)
+    out = RoIAlignKernel()(cupy.asarray(feats.astype(dtype)), cupy.asarray(rois), spec)
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(cupy.asnumpy(out).astype(np.float32), ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.needs_cuda
+def test_device_split_pipeline_agrees_with_cpu(tiny_bundle: Path) -> None:
+    pytest.importorskip("cupy")
+    from conftest import scene_layout
+    from personsearch_runtime.backends import create_backend
+    from personsearch_runtime.gpu.device_pipeline import device_split_detector
+    from personsearch_runtime.preprocess import batch_images, prepare_image
+    from personsearch_runtime.searcher import PersonSearcher
+    from tiny_bundle import scene
+
+    images = [scene(scene_layout(i)) for i in range(4)]
+    searcher = PersonSearcher(bundle=tiny_bundle, pipeline="split", device="cpu")
+    cpu = searcher.detect(images)
+    # The graphs run in ONNX Runtime (through the host) and everything between them on the device.
+    stages = {
+        r: create_backend("ort", tiny_bundle / f"{r}.onnx") for r in ("backbone_rpn", "box_head", "reid_head")
+    }
+    detect = device_split_detector(manifest=searcher.manifest, stages=stages, device="cuda")
+    spec = searcher.manifest.preprocessing
+    gpu = detect(batch_images([prepare_image(im, spec) for im in images], spec))
+    for a, b in zip(cpu, gpu, strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(np.sum(a.embeddings * b.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+@needs_nvrtc
+def test_cuda_errors_become_clear_messages() -> None:
+    from personsearch_runtime.gpu.cuda_memory import CudaError, check, cudart
+
+    rt = cudart()
+    assert check((rt.cudaError_t.cudaSuccess, 7), "x") == 7
+    assert check((rt.cudaError_t.cudaSuccess,), "x") is None
+    with pytest.raises(CudaError, match=r"cudaMalloc failed: cudaErrorMemoryAllocation"):
+        check((rt.cudaError_t.cudaErrorMemoryAllocation, 0), "cudaMalloc")
+
+
+@pytest.mark.needs_cuda
+def test_device_buffer_round_trip() -> None:
+    from personsearch_runtime.gpu.cuda_memory import DeviceBuffer, Stream
+
+    stream = Stream()
+    data = np.arange(1000, dtype=np.float32)
+    buf = DeviceBuffer()
+    buf.upload(data, stream)
+    out = buf.download(np.empty_like(data), stream)
+    stream.synchronize()
+    np.testing.assert_array_equal(out, data)
+    buf.free()
+    stream.close()
