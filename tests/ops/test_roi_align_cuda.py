@@ -73,11 +73,11 @@ def test_nvrtc_compiles_the_kernel_source():
     options[-1] = b"--gpu-architecture=compute_80"
     (err,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
     err_log, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    log = b" " * size
+    log = bytearray(size)
     nvrtc.nvrtcGetProgramLog(prog, log)
     assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
     err, ptx_size = nvrtc.nvrtcGetPTXSize(prog)
-    ptx = b" " * ptx_size
+    ptx = bytearray(ptx_size)
     nvrtc.nvrtcGetPTX(prog, ptx)
     entries = set(re.findall(rb"\.entry\s+(\w+)", ptx))
     missing = [name for name in ALL_ENTRY_POINTS if name.encode() not in entries]

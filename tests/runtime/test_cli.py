@@ -13,10 +13,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import PALETTE, crop_of, scene_layout, write_scenes, write_video
 from personsearch_runtime import cli
 from personsearch_runtime.bundle import Bundle
 from personsearch_runtime.gallery import GalleryIndex
+from scene_files import PALETTE, crop_of, scene_layout, write_scenes, write_video
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:

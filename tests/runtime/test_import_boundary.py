@@ -48,7 +48,7 @@ def test_console_script_help_runs() -> None:
 
 def test_cpu_search_with_backends_never_loads_torch(tiny_bundle, tmp_path) -> None:  # noqa: ANN001
     import cv2
-    from conftest import PALETTE, crop_of, write_scenes
+    from scene_files import PALETTE, crop_of, write_scenes
 
     write_scenes(tmp_path / "imgs", 3)
     cv2.imwrite(str(tmp_path / "crop.png"), crop_of(PALETTE[1]))

@@ -5,10 +5,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import PALETTE, crop_of, scene_layout, write_scenes
 from personsearch_runtime.errors import PersonSearchError
 from personsearch_runtime.gallery import GalleryIndex
 from personsearch_runtime.searcher import NoPersonFoundError, PersonSearcher
+from scene_files import PALETTE, crop_of, scene_layout, write_scenes
 from tiny_bundle import embed_colour, scene
 
 QUADS = np.array([[0, 0, 64, 48], [64, 0, 128, 48], [0, 48, 64, 96], [64, 48, 128, 96]], np.float32)

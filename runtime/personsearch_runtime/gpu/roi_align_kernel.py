@@ -111,7 +111,7 @@ def _nvrtc_check(result: Any, what: str, program: Any = None) -> Any:
         detail = ""
         if program is not None:
             _, size = nvrtc.nvrtcGetProgramLogSize(program)
-            log = b" " * size
+            log = bytearray(size)
             nvrtc.nvrtcGetProgramLog(program, log)
             detail = "\n" + log.decode(errors="replace")
         raise KernelError(f"NVRTC {what} failed: {err}{detail}")
@@ -174,11 +174,11 @@ def compile_kernels(arch: str, *, source: Path | None = None, use_cache: bool = 
         _nvrtc_check(nvrtc.nvrtcCompileProgram(program, len(options), options), "compile", program)
         if kind == "cubin":
             size = _nvrtc_check(nvrtc.nvrtcGetCUBINSize(program), "nvrtcGetCUBINSize")
-            image = b" " * size
+            image = bytearray(size)
             _nvrtc_check(nvrtc.nvrtcGetCUBIN(program, image), "nvrtcGetCUBIN")
         else:
             size = _nvrtc_check(nvrtc.nvrtcGetPTXSize(program), "nvrtcGetPTXSize")
-            image = b" " * size
+            image = bytearray(size)
             _nvrtc_check(nvrtc.nvrtcGetPTX(program, image), "nvrtcGetPTX")
     finally:
         nvrtc.nvrtcDestroyProgram(program)
@@ -190,7 +190,7 @@ def compile_kernels(arch: str, *, source: Path | None = None, use_cache: bool = 
             os.replace(tmp, cached)
         except OSError:
             pass  # a read-only home only costs a recompile next time
-    return CompiledKernels(image, arch, kind, source)
+    return CompiledKernels(bytes(image), arch, kind, source)
 
 
 class RoIAlignKernel:
