@@ -13,11 +13,18 @@ tensors:
   (``coordinate_transformation_mode``, ``sampling_ratio``, ``mode="avg"``, output size,
   ``spatial_scale``), batch indices int64;
 * boxes are in the pixels of the *fed* tensor (resized and padded by the runtime) and
-  clipped to it. By default the graph takes *normalised* images (the runtime subtracts
+  clipped, as torchvision clips them, to each image's real (unpadded) size when the
+  optional ``image_sizes`` ``[B, 2]`` float32 (height, width) is given, to the whole
+  padded tensor otherwise. By default the graph takes *normalised* images (the runtime subtracts
   mean / divides by std, then pads with zeros), which is exactly what torchvision's
   transform feeds the model; padding raw pixels and normalising in the graph would give
   the padding a different value. ``normalize_in_graph=True`` moves the normalisation
   into the graph for callers that feed raw [0, 1] images without padding.
+
+The split graphs (:class:`BackboneRpnAdapter`, :class:`BoxHeadAdapter`,
+:class:`ReidHeadAdapter`) are the same pieces cut at the two RoIAligns, so the runtime
+can run its own RoIAlign between them and redo the detector's two stages (the bundle
+contract in ``personsearch_runtime.bundle`` spells the composition out).
 
 Each ``torch.autograd.Function`` below computes the reference result eagerly (torchvision
 ``nms`` / ``roi_align``) and emits the standard ONNX operator when traced, so running an
@@ -31,8 +38,11 @@ import torchvision
 from torch import Tensor, nn
 
 __all__ = [
+    "BackboneRpnAdapter",
+    "BoxHeadAdapter",
     "DetectorAdapter",
     "QueryEncoderAdapter",
+    "ReidHeadAdapter",
     "batched_nms_onnx",
     "pad_selection",
     "roi_align_onnx",
@@ -199,10 +209,15 @@ def roi_align_onnx(features: Tensor, rois: Tensor, batch_indices: Tensor, roi_al
     )
 
 
-def _clip(boxes: Tensor, height: Tensor, width: Tensor) -> Tensor:
-    """Clip ``[..., 4]`` xyxy boxes to ``[0, width] x [0, height]`` (tensor bounds, so sizes stay dynamic)."""
-    x = torch.minimum(boxes[..., 0::2].clamp(min=0), width)
-    y = torch.minimum(boxes[..., 1::2].clamp(min=0), height)
+def _clip(boxes: Tensor, bounds: Tensor) -> Tensor:
+    """Clip ``[..., 4]`` xyxy boxes to ``[0, width] x [0, height]``.
+
+    ``bounds`` holds (height, width) and broadcasts against ``boxes[..., :2]`` (e.g.
+    ``[B, 1, 2]`` for ``[B, N, 4]`` boxes, ``[R, 2]`` for ``[R, 4]``); tensors, not Python
+    numbers, so sizes stay dynamic in the graph.
+    """
+    x = torch.minimum(boxes[..., 0::2].clamp(min=0), bounds[..., 1:2])
+    y = torch.minimum(boxes[..., 1::2].clamp(min=0), bounds[..., 0:1])
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
 
 
@@ -238,9 +253,13 @@ class _SeqNetGraph(nn.Module):
             images = (images - self.mean) / self.std
         return self.model.extract_features(images)
 
-    def image_bounds(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def image_bounds(self, images: Tensor, image_sizes: Tensor | None = None) -> Tensor:
+        """``[B, 2]`` float32 (height, width) boxes are clipped to: ``image_sizes``, or the tensor's size."""
+        if image_sizes is not None:
+            return image_sizes.to(torch.float32)
         shape = torch._shape_as_tensor(images)
-        return shape[2].to(torch.float32), shape[3].to(torch.float32)
+        hw = torch.stack([shape[2], shape[3]]).to(torch.float32)
+        return hw[None, :].expand(images.shape[0], 2)
 
     def anchors(self, images: Tensor, features: Tensor) -> Tensor:
         """``[h * w * A, 4]`` anchors in torchvision's (row, column, anchor) order."""
@@ -255,8 +274,13 @@ class _SeqNetGraph(nn.Module):
         shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1).to(torch.float32)
         return (shifts.view(-1, 1, 4) + self.cell_anchors.view(1, -1, 4)).reshape(-1, 4)
 
-    def proposals(self, images: Tensor, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """RPN proposals padded to ``post_nms_top_n``: (boxes [B, P, 4], valid [B, P], counts [B])."""
+    def proposals(
+        self, images: Tensor, features: Tensor, bounds: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """RPN proposals padded to ``post_nms_top_n``: (boxes [B, P, 4], valid [B, P], counts [B]).
+
+        ``bounds`` ``[B, 2]`` (height, width) to clip to; default :meth:`image_bounds`.
+        """
         rpn = self.model.rpn
         logits, deltas = rpn.head([features])
         logits, deltas = logits[0], deltas[0]
@@ -280,8 +304,8 @@ class _SeqNetGraph(nn.Module):
         top_deltas = _gather_rows(deltas, top_idx)
         top_anchors = anchors[top_idx.reshape(-1)]
         boxes = rpn.box_coder.decode_single(top_deltas.reshape(-1, 4), top_anchors).reshape(batch, -1, 4)
-        height, width = self.image_bounds(images)
-        boxes = _clip(boxes, height, width)
+        bounds = self.image_bounds(images) if bounds is None else bounds
+        boxes = _clip(boxes, bounds[:, None, :])
         scores = torch.sigmoid(top_logits)
         real = (top_idx < n) & _big_enough(boxes, _RPN_MIN_SIZE)
         scores = torch.where(real, scores, torch.full_like(scores, _INVALID_SCORE))
@@ -315,19 +339,27 @@ class DetectorAdapter(_SeqNetGraph):
         super().__init__(model, normalize_in_graph=normalize_in_graph)
         self.max_detections = int(max_detections)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Run detection and embedding; see the class docstring for shapes."""
+    def forward(
+        self, images: Tensor, image_sizes: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Run detection and embedding; see the class docstring for shapes.
+
+        Args:
+            images: ``[B, 3, H, W]`` float32, padded batch.
+            image_sizes: ``[B, 2]`` float32 (height, width) of each real image inside the
+                padding; boxes are clipped to it. None: the padded size.
+        """
         m = self.model
         batch = images.shape[0]
-        height, width = self.image_bounds(images)
+        bounds = self.image_bounds(images, image_sizes)
         features = self.features(images)
-        proposals, proposal_valid, _ = self.proposals(images, features)
+        proposals, proposal_valid, _ = self.proposals(images, features, bounds)
         p = proposals.shape[1]
 
         class_logits, proposal_deltas = m.box_head_outputs(self.pool(features, proposals))
         scores = torch.softmax(class_logits, dim=1)[:, 1].reshape(batch, p)
         boxes = m.box_coder.decode(proposal_deltas, proposals.reshape(-1, 4))[:, 1].reshape(batch, p, 4)
-        boxes = _clip(boxes, height, width)
+        boxes = _clip(boxes, bounds[:, None, :])
         valid = proposal_valid & _big_enough(boxes, _DET_MIN_SIZE)
         first_k = int(m.box_detections_per_img)
         keep = batched_nms_onnx(
@@ -347,7 +379,7 @@ class DetectorAdapter(_SeqNetGraph):
         kept_image = torch.cat([keep.new_zeros(1), keep[:, 0]])
         pooled = roi_align_onnx(features, kept_boxes, kept_image, m.roi_align)
         embeddings, _, reid_deltas = m.reid_head_outputs(pooled)
-        refined = _clip(m.box_coder.decode(reid_deltas, kept_boxes)[:, 1], height, width)
+        refined = _clip(m.box_coder.decode(reid_deltas, kept_boxes)[:, 1], bounds[kept_image])
         refined = refined[rows1]
         scores1 = kept_scores[rows1]
         embeddings = embeddings[rows1]
@@ -383,3 +415,61 @@ class QueryEncoderAdapter(_SeqNetGraph):
             roi_align_onnx(features, boxes, image_index, self.model.roi_align)
         )
         return embeddings
+
+
+class BackboneRpnAdapter(_SeqNetGraph):
+    """Images ``[B, 3, H, W]`` -> features, proposals ``[B, P, 4]``, proposal counts ``[B]``.
+
+    The detector graph up to its first RoIAlign (with the same optional ``image_sizes``).
+    ``P`` is the RPN's post-NMS top-N (fixed); rows ``proposal_counts[b]`` and beyond are
+    padding, set to zeros.
+
+    Args:
+        model: A ``SeqNet`` in eval mode.
+        normalize_in_graph: Subtract mean / divide by std inside the graph.
+    """
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``features`` [B, C, Hf, Wf], ``proposals`` [B, P, 4] float32, ``counts`` [B] int64.
+
+        ``image_sizes`` ``[B, 2]`` float32 (height, width) clips the proposals as in
+        :class:`DetectorAdapter`.
+        """
+        features = self.features(images)
+        proposals, valid, counts = self.proposals(images, features, self.image_bounds(images, image_sizes))
+        return features, proposals * valid.to(proposals.dtype)[..., None], counts
+
+
+class BoxHeadAdapter(nn.Module):
+    """Head 1: pooled ``[R, C, S, S]`` -> person-class ``box_deltas`` ``[R, 4]``, ``box_scores`` ``[R]``.
+
+    Args:
+        model: A ``SeqNet`` in eval mode.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """Deltas against the proposals (``model.box_coder`` weights) and softmax person scores."""
+        class_logits, deltas = self.model.box_head_outputs(pooled)
+        # Class 1 (person) owns columns 4..7 of the class-specific deltas.
+        return deltas.reshape(deltas.shape[0], -1, 4)[:, 1], torch.softmax(class_logits, dim=1)[:, 1]
+
+
+class ReidHeadAdapter(nn.Module):
+    """Head 2: pooled ``[R, C, S, S]`` -> embeddings ``[R, D]``, person scores ``[R]``, box deltas ``[R, 4]``.
+
+    Args:
+        model: A ``SeqNet`` in eval mode.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Unit-norm embeddings, sigmoid of the NAE person logit, BN-neck person-class deltas."""
+        embeddings, person_logits, deltas = self.model.reid_head_outputs(pooled)
+        return embeddings, torch.sigmoid(person_logits), deltas.reshape(deltas.shape[0], -1, 4)[:, 1]

@@ -36,12 +36,13 @@ from personsearch_export.adapters import DetectorAdapter, QueryEncoderAdapter
 from personsearch_export.checkpoint_io import LoadedCheckpoint, load_checkpoint
 from personsearch_export.engine_build import write_json_atomic
 from personsearch_export.errors import ExportError
-from personsearch_export.onnx_export import check_opset, export_module
+from personsearch_export.onnx_export import check_opset, export_module, export_split_graphs
 from personsearch_export.parity import PARITY_FILE, load_scene_images, run_parity
+from personsearch_export.precision import convert_file_to_fp16
 
 __all__ = ["ImageProfile", "export_bundle", "parse_image_size"]
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16")
 _PAD = 32
 
 
@@ -93,8 +94,9 @@ def _specs(model: torch.nn.Module, k: int, profile: ImageProfile, max_batch: int
     d = int(model.embedding_dim)
     h = DimRange("H", profile.min[0], profile.opt[0], profile.max[0])
     w = DimRange("W", profile.min[1], profile.opt[1], profile.max[1])
+    # image_sizes: float32, not int64, which TensorRT narrows (lint-trt flags int64 inputs).
     detector = (
-        (TensorSpec("images", "float32", ("B", 3, "H", "W")),),
+        (TensorSpec("images", "float32", ("B", 3, "H", "W")), TensorSpec("image_sizes", "float32", ("B", 2))),
         (
             TensorSpec("boxes", "float32", ("B", k, 4)),
             TensorSpec("scores", "float32", ("B", k)),
@@ -127,13 +129,13 @@ def export_graphs(
     profile: ImageProfile | None,
     max_batch: int = 4,
 ) -> Manifest:
-    """Write ``detector.onnx``, ``query_encoder.onnx`` and ``manifest.json`` into ``folder``.
+    """Write the detector, query encoder and split graphs and ``manifest.json`` into ``folder``.
 
     Args:
         loaded: The checkpoint.
         folder: Existing (empty) folder.
         opset: ONNX opset (>= 16).
-        precision: ``"fp32"``.
+        precision: ``"fp32"`` or ``"fp16"`` (see :mod:`personsearch_export.precision`).
         max_detections: K; default the model's ``box_detections_per_img``.
         profile: Fed image sizes; default from the model's resize settings.
         max_batch: Largest detector batch.
@@ -143,10 +145,7 @@ def export_graphs(
     """
     check_opset(opset)
     if precision not in PRECISIONS:
-        raise ExportError(
-            f"--precision {precision}: this exporter writes {', '.join(PRECISIONS)} graphs only so far "
-            "(fp16 strongly-typed graphs are not implemented yet)"
-        )
+        raise ExportError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     model = loaded.model
     k = int(max_detections or model.box_detections_per_img)
     if k < 1:
@@ -158,7 +157,10 @@ def export_graphs(
     detector = DetectorAdapter(model, max_detections=k).eval()
     query = QueryEncoderAdapter(model).eval()
     examples = {
-        "detector": (torch.rand(2, 3, trace_h, trace_w),),
+        "detector": (
+            torch.rand(2, 3, trace_h, trace_w),
+            torch.tensor([[trace_h, trace_w], [trace_h - 8, trace_w - 24]], dtype=torch.float32),
+        ),
         "query_encoder": (
             torch.rand(1, 3, trace_h, trace_w),
             torch.tensor([[4.0, 6.0, 40.0, 90.0], [20.0, 10.0, 60.0, 70.0], [1.0, 2.0, 30.0, 31.0]]),
@@ -169,7 +171,21 @@ def export_graphs(
     for role, (inputs, outputs, dims) in specs.items():
         path = folder / f"{role}.onnx"
         export_module(modules[role], examples[role], path, inputs=inputs, outputs=outputs, opset=opset)
+        if precision == "fp16":
+            # Strongly typed: fp16 lives in the graph; inputs and outputs stay float32.
+            convert_file_to_fp16(path)
         models[role] = ModelSpec(role, path.name, file_sha256(path), inputs, outputs, dims)
+    batch_dim, height_dim, width_dim = specs["detector"][2]
+    split_models, split = export_split_graphs(
+        model,
+        folder,
+        opset=opset,
+        batch=batch_dim,
+        height=height_dim,
+        width=width_dim,
+        convert=convert_file_to_fp16 if precision == "fp16" else None,
+    )
+    models.update(split_models)
     transform = model.transform
     versions = _versions()
     manifest = Manifest(
@@ -188,9 +204,11 @@ def export_graphs(
         ),
         postprocessing=Postprocessing(
             score_threshold=float(model.box_score_thresh),
-            nms_threshold=float(model.reid_nms_thresh),
+            nms_threshold=float(model.box_nms_thresh),
+            reid_nms_threshold=float(model.reid_nms_thresh),
             max_detections=k,
         ),
+        split=split,
         embedding=EmbeddingSpec(dim=int(model.embedding_dim), normalized=True),
         provenance=Provenance(
             checkpoint_sha256=loaded.weights_sha256,
@@ -224,7 +242,7 @@ def export_bundle(
         checkpoint: Run folder or checkpoint file.
         out: Bundle folder to create.
         opset: ONNX opset (>= 16).
-        precision: ``"fp32"``.
+        precision: ``"fp32"`` or ``"fp16"`` (see :mod:`personsearch_export.precision`).
         max_detections: Fixed top-K.
         image_size: ``H,W`` or ``h,w/h,w/h,w`` fed-size profile.
         max_batch: Largest detector batch.
@@ -242,10 +260,7 @@ def export_bundle(
     out = Path(out)
     check_opset(opset)
     if precision not in PRECISIONS:
-        raise ExportError(
-            f"--precision {precision}: this exporter writes {', '.join(PRECISIONS)} graphs only so far "
-            "(fp16 strongly-typed graphs are not implemented yet)"
-        )
+        raise ExportError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     profile = parse_image_size(image_size) if image_size else None
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; choose another --out or pass --overwrite")

@@ -9,17 +9,32 @@ design implication 14). RoIAlign needs opset >= 16: below it ONNX has no
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import onnx
 import torch
-from personsearch_runtime.bundle import TensorSpec
+from personsearch_runtime.bundle import (
+    BoxCoderSpec,
+    DimRange,
+    ModelSpec,
+    RoIAlignSpec,
+    SplitSpec,
+    TensorSpec,
+    file_sha256,
+)
 
+from personsearch_export.adapters import BackboneRpnAdapter, BoxHeadAdapter, ReidHeadAdapter
 from personsearch_export.errors import ExportError
 
-__all__ = ["MIN_OPSET", "check_opset", "export_module"]
+__all__ = ["MIN_OPSET", "check_opset", "export_module", "export_split_graphs"]
+
+#: Largest log size ratio the trainer's BoxCoder decodes (torchvision's bbox_xform_clip).
+_BOX_CODER_CLIP = math.log(1000.0 / 16)
+#: Boxes with a side under this (pixels) are dropped after each decoding (SeqNet, adapters).
+_MIN_BOX_SIZE = 1e-2
 
 #: Lowest opset with RoiAlign's ``coordinate_transformation_mode``.
 MIN_OPSET = 16
@@ -100,3 +115,129 @@ def export_module(
     model.producer_name = "personsearch_export"
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def _trace_rows(static: set[int]) -> int:
+    """A RoI count for tracing that equals no static size of the graph (the tracer could merge them)."""
+    return next(r for r in (13, 17, 19, 23, 29, 31, 37, 41, 43) if r not in static)
+
+
+def export_split_graphs(
+    model: torch.nn.Module,
+    folder: str | Path,
+    *,
+    opset: int,
+    batch: DimRange,
+    height: DimRange,
+    width: DimRange,
+    convert: Callable[[Path], object] | None = None,
+) -> tuple[dict[str, ModelSpec], SplitSpec]:
+    """Write ``backbone_rpn.onnx``, ``box_head.onnx`` and ``reid_head.onnx`` (the GPU path's graphs).
+
+    ``backbone_rpn`` has dynamic batch and image size and, like the detector, takes
+    ``image_sizes`` [B, 2] float32 to clip to; its proposals are padded to the
+    RPN's post-NMS top-N ``P`` with zero rows (``proposal_counts`` says how many are real).
+    The heads take a dynamic number of pooled RoIs ``R``. The returned ``SplitSpec``
+    carries the model's RoIAlign settings and box coders, so the runtime's composition
+    reproduces ``detector.onnx`` (contract: ``personsearch_runtime.bundle``).
+
+    Args:
+        model: A ``SeqNet`` in eval mode.
+        folder: Bundle folder to write into.
+        opset: ONNX opset (checked by :func:`check_opset`).
+        batch: Range of B (as the detector's).
+        height: Range of the fed height H.
+        width: Range of the fed width W.
+        convert: Applied to each written file before it is hashed (e.g. the fp16 pass,
+            ``personsearch_export.precision.convert_file_to_fp16``).
+
+    Returns:
+        Role -> model spec for the three graphs, and the manifest's ``split`` section.
+
+    Raises:
+        ExportError: When the feature map does not have the size the RoIAlign scale implies.
+    """
+    folder = Path(folder)
+    roi = model.roi_align
+    size = int(roi.output_size[0]) if isinstance(roi.output_size, (tuple, list)) else int(roi.output_size)
+    stride = round(1.0 / float(roi.spatial_scale))
+    with torch.no_grad():
+        probe = model.extract_features(torch.zeros(1, 3, height.min, width.min))
+    channels = int(probe.shape[1])
+    if tuple(probe.shape[2:]) != (math.ceil(height.min / stride), math.ceil(width.min / stride)):
+        raise ExportError(
+            f"the backbone maps {height.min}x{width.min} to {tuple(probe.shape[2:])}, not the "
+            f"1/{stride} the RoIAlign spatial_scale assumes; this model cannot be split-exported"
+        )
+    hf = DimRange("Hf", *(math.ceil(v / stride) for v in (height.min, height.opt, height.max)))
+    wf = DimRange("Wf", *(math.ceil(v / stride) for v in (width.min, width.opt, width.max)))
+    p = int(model.rpn.post_nms_top_n())
+    first_k = int(model.box_detections_per_img)
+    d = int(model.embedding_dim)
+    specs = {
+        "backbone_rpn": (
+            (
+                TensorSpec("images", "float32", ("B", 3, "H", "W")),
+                TensorSpec("image_sizes", "float32", ("B", 2)),
+            ),
+            (
+                TensorSpec("features", "float32", ("B", channels, "Hf", "Wf")),
+                TensorSpec("proposals", "float32", ("B", p, 4)),
+                TensorSpec("proposal_counts", "int64", ("B",)),
+            ),
+            (batch, height, width, hf, wf),
+        ),
+        "box_head": (
+            (TensorSpec("roi_features", "float32", ("R", channels, size, size)),),
+            (TensorSpec("box_deltas", "float32", ("R", 4)), TensorSpec("box_scores", "float32", ("R",))),
+            (DimRange("R", 1, p * batch.opt, p * batch.max),),
+        ),
+        "reid_head": (
+            (TensorSpec("roi_features", "float32", ("R", channels, size, size)),),
+            (
+                TensorSpec("embeddings", "float32", ("R", d)),
+                TensorSpec("person_scores", "float32", ("R",)),
+                TensorSpec("box_deltas", "float32", ("R", 4)),
+            ),
+            (DimRange("R", 1, min(first_k, 16), first_k * batch.max),),
+        ),
+    }
+    rows = _trace_rows({channels, size, d, p, first_k, 2, 4})
+    modules = {
+        "backbone_rpn": (
+            BackboneRpnAdapter(model).eval(),
+            (
+                torch.rand(2, 3, height.opt, width.opt),
+                torch.tensor(
+                    [[height.opt, width.opt], [height.opt - 8, width.opt - 24]], dtype=torch.float32
+                ),
+            ),
+        ),
+        "box_head": (BoxHeadAdapter(model).eval(), (torch.rand(rows, channels, size, size),)),
+        "reid_head": (ReidHeadAdapter(model).eval(), (torch.rand(rows, channels, size, size),)),
+    }
+    models = {}
+    for role, (inputs, outputs, dims) in specs.items():
+        module, example = modules[role]
+        path = folder / f"{role}.onnx"
+        export_module(module, example, path, inputs=inputs, outputs=outputs, opset=opset)
+        if convert is not None:
+            convert(path)
+        models[role] = ModelSpec(role, path.name, file_sha256(path), inputs, outputs, dims)
+    roi_spec = RoIAlignSpec(
+        output_size=size,
+        spatial_scale=float(roi.spatial_scale),
+        sampling_ratio=int(roi.sampling_ratio),
+        aligned=bool(roi.aligned),
+    )
+    # SeqNet decodes both heads' deltas with its one BoxCoder.
+    coder = BoxCoderSpec(weights=tuple(float(w) for w in model.box_coder.weights), clip=_BOX_CODER_CLIP)
+    split = SplitSpec(
+        box_roi_align=roi_spec,
+        reid_roi_align=roi_spec,
+        box_coder=coder,
+        reid_box_coder=coder,
+        min_box_size=_MIN_BOX_SIZE,
+        first_stage_max_detections=first_k,
+    )
+    return models, split

@@ -62,8 +62,11 @@ def decode_boxes(proposals: Any, deltas: Any, coder: BoxCoderSpec) -> Any:
     )
 
 
-def clip_boxes(boxes: Any, height: float, width: float) -> Any:
-    """Clip [N, 4] xyxy boxes to [0, width] x [0, height]."""
+def clip_boxes(boxes: Any, height: Any, width: Any) -> Any:
+    """Clip [N, 4] xyxy boxes to [0, width] x [0, height].
+
+    ``height`` and ``width`` are numbers, or [N, 1] arrays giving each box its own bounds.
+    """
     xp = array_module(boxes)
     out = boxes.copy()
     out[:, 0::2] = xp.clip(out[:, 0::2], 0, width)

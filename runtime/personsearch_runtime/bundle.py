@@ -21,7 +21,12 @@ min/opt/max, which is what TensorRT optimization profiles are built from.
 
 ``detector`` (the one-graph path used with ONNX Runtime):
     inputs:  images       [B, 3, H, W] float32 (or float16 for an fp16 bundle), RGB,
-                          values in ``preprocessing.input_range`` after resize and pad.
+                          values in ``preprocessing.input_range`` after resize and pad;
+             image_sizes  [B, 2] float32, optional second input: (height, width) of each
+                          resized image inside the padded batch; boxes are clipped to it
+                          (as PyTorch clips to the unpadded image). A runtime without the
+                          sizes feeds (H, W), which clips to the padded tensor. float32, not
+                          int64: TensorRT narrows int64 inputs.
     outputs: boxes        [B, K, 4] float32 xyxy, pixels of the *fed* (resized, padded) image;
              scores       [B, K] float32 person score in [0, 1];
              embeddings   [B, K, D] float32, L2-normalised when ``embedding.normalized``;
@@ -38,21 +43,41 @@ Split graphs (the GPU path, which runs our RoIAlign kernel between them):
 
 ``backbone_rpn``:
     inputs:  images       [B, 3, H, W];
+             image_sizes  [B, 2] float32, optional, as for ``detector`` (clips the proposals);
     outputs: features     [B, C, Hf, Wf] (Hf = ceil(H * spatial_scale) in practice);
-             proposals    [B, P, 4] float32 xyxy pixels of the fed image, padded;
+             proposals    [B, P, 4] float32 xyxy pixels of the fed image, P fixed (the RPN's
+                          post-NMS top-N): rows ``0..proposal_counts[b]-1`` are the proposals
+                          in decreasing objectness, the remaining rows are padding filled
+                          with zeros and must be ignored;
              proposal_counts [B] int64: valid proposals per image.
-``box_head``:
-    inputs:  roi_features [R, C, S, S] (RoIAlign with ``split.box_roi_align``);
-    outputs: box_deltas   [R, 4] float32, encoded against the proposals with ``split.box_coder``;
-             box_scores   [R] float32 person probability.
-``reid_head``:
-    inputs:  roi_features [R, C, S, S] (RoIAlign with ``split.reid_roi_align`` on the final boxes);
+``box_head`` (stage 1):
+    inputs:  roi_features [R, C, S, S] (RoIAlign with ``split.box_roi_align`` on the valid
+                          proposals, in image order);
+    outputs: box_deltas   [R, 4] float32 person-class deltas, encoded against the proposals
+                          with ``split.box_coder``;
+             box_scores   [R] float32 person probability (these are the scores reported).
+``reid_head`` (stage 2):
+    inputs:  roi_features [R, C, S, S] (RoIAlign with ``split.reid_roi_align`` on the boxes
+                          that survived stage 1);
     outputs: embeddings   [R, D] float32;
-             person_scores [R] float32.
+             person_scores [R] float32 (the re-id head's own person probability);
+             box_deltas   [R, 4] float32 refinement deltas, encoded against the stage-1 boxes
+                          with ``split.reid_box_coder``.
 
-The runtime decodes ``box_deltas`` (Faster R-CNN parameterisation with ``box_coder.weights``
-and ``box_coder.clip``), clips to the image, drops boxes under the score threshold, runs
-per-image NMS and keeps the top ``max_detections`` - which must reproduce ``detector``.
+The runtime composes them as the two-stage detector does (SeqNet, methods.md section 1.5):
+
+1. decode ``box_head.box_deltas`` against the proposals, clip to the fed image, drop boxes
+   with a side under ``split.min_box_size`` or a score not above
+   ``postprocessing.score_threshold``, per-image NMS at ``postprocessing.nms_threshold``,
+   keep the best ``split.first_stage_max_detections`` per image;
+2. ``reid_head`` on those boxes; decode its ``box_deltas`` against them, clip (both
+   clips use ``image_sizes`` when the graphs take it), drop boxes
+   under ``split.min_box_size``, per-image NMS at ``postprocessing.reid_nms_threshold``
+   ranked by the stage-1 scores, keep the best ``postprocessing.max_detections``.
+
+Boxes are the refined stage-2 boxes, scores the stage-1 (``box_head``) scores unless
+``postprocessing.final_score`` says ``"reid_head"``, embeddings those of ``reid_head``. This
+must reproduce ``detector`` (tested on real exports).
 
 Conventions (DESIGN.md section 2): boxes xyxy float32 pixels; embeddings float32 [N, D];
 images RGB in [0, 1] before normalisation; normalisation happens once, either in the graph
@@ -109,14 +134,15 @@ SPLIT_ROLES = ("backbone_rpn", "box_head", "reid_head")
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
 PRECISIONS = ("fp32", "fp16", "bf16")
 RESIZE_POLICIES = ("shorter_side", "none")
-#: Number of inputs / outputs per role, as the graph contracts in the docstring fix them.
-ROLE_ARITY = {
-    "detector": (1, 4),
-    "query_encoder": (2, 1),
-    "backbone_rpn": (1, 3),
-    "box_head": (1, 2),
-    "reid_head": (1, 2),
-    "text_encoder": (2, 1),
+#: Allowed numbers of inputs / the number of outputs per role, as the graph contracts in
+#: the docstring fix them (``image_sizes`` is an optional second input of two roles).
+ROLE_ARITY: dict[str, tuple[tuple[int, ...], int]] = {
+    "detector": ((1, 2), 4),
+    "query_encoder": ((2,), 1),
+    "backbone_rpn": ((1, 2), 3),
+    "box_head": ((1,), 2),
+    "reid_head": ((1,), 3),
+    "text_encoder": ((2,), 1),
 }
 
 
@@ -332,11 +358,11 @@ class ModelSpec:
                 raise _fail(f"{path}.{key}", "expected a non-empty list of tensors")
             lists[key] = tuple(TensorSpec.from_json(t, f"{path}.{key}[{i}]") for i, t in enumerate(value))
         want_in, want_out = ROLE_ARITY[role]
-        if len(lists["inputs"]) != want_in or len(lists["outputs"]) != want_out:
+        if len(lists["inputs"]) not in want_in or len(lists["outputs"]) != want_out:
             raise _fail(
                 path,
-                f"a {role} has {want_in} input(s) and {want_out} output(s) (see the graph contract), "
-                f"got {len(lists['inputs'])} and {len(lists['outputs'])}",
+                f"a {role} has {' or '.join(map(str, want_in))} input(s) and {want_out} output(s) "
+                f"(see the graph contract), got {len(lists['inputs'])} and {len(lists['outputs'])}",
             )
         dims_obj = _expect_mapping(obj["dims"], f"{path}.dims")
         dims = tuple(DimRange.from_json(k, v, f"{path}.dims") for k, v in dims_obj.items())
@@ -430,8 +456,10 @@ class Postprocessing:
     """Detection post-processing the graphs (or the split path) apply.
 
     Attributes:
-        score_threshold: Detections scoring below this are dropped.
-        nms_threshold: IoU above which the lower-scoring box is suppressed.
+        score_threshold: Detections scoring at or below this are dropped (both stages).
+        nms_threshold: Stage-1 NMS (after ``box_head``): IoU above which the
+            lower-scoring box is suppressed.
+        reid_nms_threshold: Stage-2 NMS (after ``reid_head`` refined the boxes), same rule.
         max_detections: Fixed top-K per image (K of the detector's outputs).
         final_score: In the split path, which head's score a detection reports:
             ``"box_head"`` or ``"reid_head"``.
@@ -439,6 +467,7 @@ class Postprocessing:
 
     score_threshold: float = 0.5
     nms_threshold: float = 0.4
+    reid_nms_threshold: float = 0.5
     max_detections: int = 100
     final_score: str = "box_head"
 
@@ -454,6 +483,7 @@ class Postprocessing:
         return cls(
             score_threshold=float(_get_number(obj, "score_threshold", path, low=0.0, high=1.0)),
             nms_threshold=float(_get_number(obj, "nms_threshold", path, low=0.0, high=1.0)),
+            reid_nms_threshold=float(_get_number(obj, "reid_nms_threshold", path, low=0.0, high=1.0)),
             max_detections=_get_number(obj, "max_detections", path, integer=True, low=1),
             final_score=_get_str(obj, "final_score", path, ("box_head", "reid_head")),
         )
@@ -521,7 +551,7 @@ class RoIAlignSpec:
 
 @dataclass(frozen=True)
 class BoxCoderSpec:
-    """Faster R-CNN box parameterisation used by ``box_head`` deltas.
+    """Faster R-CNN box parameterisation of a head's deltas.
 
     Attributes:
         weights: (wx, wy, ww, wh) the deltas were divided by, e.g. (10, 10, 5, 5).
@@ -556,15 +586,20 @@ class SplitSpec:
 
     Attributes:
         box_roi_align: RoIAlign before ``box_head`` (on the proposals).
-        reid_roi_align: RoIAlign before ``reid_head`` (on the final boxes).
-        box_coder: How ``box_deltas`` are decoded against the proposals.
-        min_box_size: Boxes with a side below this (pixels) are dropped after decoding.
+        reid_roi_align: RoIAlign before ``reid_head`` (on the stage-1 boxes).
+        box_coder: How ``box_head.box_deltas`` are decoded against the proposals.
+        reid_box_coder: How ``reid_head.box_deltas`` are decoded against the stage-1 boxes.
+        min_box_size: Boxes with a side below this (pixels) are dropped after each decoding.
+        first_stage_max_detections: Most boxes per image kept by the stage-1 NMS (and so
+            the most ``reid_head`` sees per image).
     """
 
     box_roi_align: RoIAlignSpec
     reid_roi_align: RoIAlignSpec
     box_coder: BoxCoderSpec = BoxCoderSpec()
+    reid_box_coder: BoxCoderSpec = BoxCoderSpec()
     min_box_size: float = 0.01
+    first_stage_max_detections: int = 300
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -572,19 +607,36 @@ class SplitSpec:
             "box_roi_align": self.box_roi_align.to_json(),
             "reid_roi_align": self.reid_roi_align.to_json(),
             "box_coder": self.box_coder.to_json(),
+            "reid_box_coder": self.reid_box_coder.to_json(),
             "min_box_size": self.min_box_size,
+            "first_stage_max_detections": self.first_stage_max_detections,
         }
 
     @classmethod
     def from_json(cls, obj: Any, path: str = "split") -> SplitSpec:
         """Parse and validate."""
         obj = _expect_mapping(obj, path)
-        _check_keys(obj, path, ("box_roi_align", "reid_roi_align", "box_coder", "min_box_size"))
+        _check_keys(
+            obj,
+            path,
+            (
+                "box_roi_align",
+                "reid_roi_align",
+                "box_coder",
+                "reid_box_coder",
+                "min_box_size",
+                "first_stage_max_detections",
+            ),
+        )
         return cls(
             box_roi_align=RoIAlignSpec.from_json(obj["box_roi_align"], f"{path}.box_roi_align"),
             reid_roi_align=RoIAlignSpec.from_json(obj["reid_roi_align"], f"{path}.reid_roi_align"),
             box_coder=BoxCoderSpec.from_json(obj["box_coder"], f"{path}.box_coder"),
+            reid_box_coder=BoxCoderSpec.from_json(obj["reid_box_coder"], f"{path}.reid_box_coder"),
             min_box_size=float(_get_number(obj, "min_box_size", path, low=0.0)),
+            first_stage_max_detections=_get_number(
+                obj, "first_stage_max_detections", path, integer=True, low=1
+            ),
         )
 
 
@@ -821,6 +873,9 @@ class Manifest:
                 )
 
         check("detector", "inputs", 0, 4, floats, second=3)
+        for role in ("detector", "backbone_rpn"):
+            if role in self.models and len(self.models[role].inputs) == 2:
+                check(role, "inputs", 1, 2, ("float32",), last=2)
         check("detector", "outputs", 0, 3, ("float32",), last=4, second=k)
         check("detector", "outputs", 1, 2, ("float32", "float16"), last=k)
         check("detector", "outputs", 2, 3, floats, last=d, second=k)
@@ -839,6 +894,7 @@ class Manifest:
             check("box_head", "outputs", 1, 1, ("float32", "float16"))
             check("reid_head", "outputs", 0, 2, floats, last=d)
             check("reid_head", "outputs", 1, 1, ("float32", "float16"))
+            check("reid_head", "outputs", 2, 2, ("float32",), last=4)
             for head, spec in (
                 ("box_head", self.split.box_roi_align),
                 ("reid_head", self.split.reid_roi_align),

@@ -160,7 +160,9 @@ class PersonSearcher:
     def detect_prepared(self, prepared: Sequence[PreparedImage]) -> list[BatchDetections]:
         """Detect in already prepared images (one padded batch); boxes in fed-image pixels."""
         batch = batch_images(prepared, self.manifest.preprocessing)
-        return self._detector(batch)
+        # Clip boxes to each image inside the padding, as the trainer's model does.
+        image_sizes = np.array([p.size for p in prepared], dtype=np.float32)
+        return self._detector(batch, image_sizes)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect people in decoded images.

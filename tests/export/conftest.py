@@ -120,18 +120,23 @@ def backbone_rpn_model() -> onnx.ModelProto:
     )
 
 
-def head_model(out_names: tuple[str, str], width: int) -> onnx.ModelProto:
+def head_model(out_names: tuple[str, ...], width: int) -> onnx.ModelProto:
+    """roi_features -> [R, width], [R] and, with a third name, [R, 4] box deltas (the reid head)."""
     nodes = [
         helper.make_node("Flatten", ["roi_features"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "w"], [out_names[0]]),
         helper.make_node("ReduceMean", ["flat"], [out_names[1]], axes=[1], keepdims=0),
     ]
-    return _model(
-        nodes,
-        [_vi("roi_features", TensorProto.FLOAT, ["R", C, S, S])],
-        [_vi(out_names[0], TensorProto.FLOAT, ["R", width]), _vi(out_names[1], TensorProto.FLOAT, ["R"])],
-        [_init("w", np.ones((C * S * S, width), np.float32))],
-    )
+    outputs = [
+        _vi(out_names[0], TensorProto.FLOAT, ["R", width]),
+        _vi(out_names[1], TensorProto.FLOAT, ["R"]),
+    ]
+    inits = [_init("w", np.ones((C * S * S, width), np.float32))]
+    if len(out_names) == 3:
+        nodes.append(helper.make_node("Gemm", ["flat", "w4"], [out_names[2]]))
+        outputs.append(_vi(out_names[2], TensorProto.FLOAT, ["R", 4]))
+        inits.append(_init("w4", np.zeros((C * S * S, 4), np.float32)))
+    return _model(nodes, [_vi("roi_features", TensorProto.FLOAT, ["R", C, S, S])], outputs, inits)
 
 
 IMAGE_DIMS = (DimRange("B", 1, 1, 4), DimRange("H", 256, 576, 928), DimRange("W", 256, 768, 1504))
@@ -161,7 +166,10 @@ def make_toy_bundle(root: Path) -> Path:
             (*IMAGE_DIMS, DimRange("Hf", 16, 36, 58), DimRange("Wf", 16, 48, 94)),
         ),
         "box_head": (head_model(("box_deltas", "box_scores"), 4), (DimRange("R", 1, 128, 512),)),
-        "reid_head": (head_model(("embeddings", "person_scores"), D), (DimRange("R", 1, 32, 256),)),
+        "reid_head": (
+            head_model(("embeddings", "person_scores", "box_deltas"), D),
+            (DimRange("R", 1, 32, 256),),
+        ),
     }
     specs = {}
     for role, (model, dims) in models.items():

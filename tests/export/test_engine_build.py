@@ -281,3 +281,24 @@ def test_real_tensorrt_builds_the_toy_head(toy_bundle: Path, tmp_path):
         workspace_mb=256,
     )
     assert load_engine(trt, engine, gpu=current_gpu(), onnx_sha256=spec.sha256).num_io_tensors == 3
+
+
+def test_cli_build_engine_end_to_end_with_fake_tensorrt(toy_bundle: Path, tmp_path, monkeypatch, capsys):
+    """The CLI path (not just build_engine) runs through and prints from real sidecar fields."""
+    import sys
+
+    from personsearch_export import engine_build
+    from personsearch_runtime.cli import main
+
+    trt = _fake("10.16.1")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(engine_build, "current_gpu", lambda device=0: H100)
+    out = tmp_path / "engines"
+    argv = ["build-engine", str(toy_bundle), "--out", str(out), "--timing-cache", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 3  # one line per split graph
+    for role, line in zip(("backbone_rpn", "box_head", "reid_head"), printed, strict=True):
+        assert line.startswith(str(out / f"{role}.plan")) and "TensorRT 10.16.1" in line
+        assert (out / f"{role}.plan").read_bytes() == b"PLAN"
+        assert EngineSidecar.load(sidecar_path(out / f"{role}.plan")).tensorrt_version == "10.16.1"

@@ -69,6 +69,31 @@ def test_load_accepts_manifest_path(tiny_bundle: Path) -> None:
         (lambda o: o["postprocessing"].update(score_threshold=1.5), "postprocessing.score_threshold"),
         (lambda o: o["split"]["box_roi_align"].update(output_size=7), "models.box_head.inputs[0].shape"),
         (lambda o: o["embedding"].update(dim="256"), "embedding.dim"),
+        # Optional image_sizes input: float32 [B, 2] (int64 is what TensorRT would narrow).
+        (
+            lambda o: o["models"]["detector"]["inputs"].append(
+                {"name": "image_sizes", "dtype": "int64", "shape": ["B", 2]}
+            ),
+            "models.detector.inputs[1].dtype",
+        ),
+        (
+            lambda o: o["models"]["backbone_rpn"]["inputs"].append(
+                {"name": "image_sizes", "dtype": "float32", "shape": ["B"]}
+            ),
+            "models.backbone_rpn.inputs[1].shape",
+        ),
+        # The two-stage contract: reid_head refines boxes, both NMS thresholds are given.
+        (lambda o: o["models"]["reid_head"]["outputs"].pop(2), "models.reid_head"),
+        (
+            lambda o: o["models"]["reid_head"]["outputs"][2].update(shape=["R", 8]),
+            "models.reid_head.outputs[2].shape",
+        ),
+        (lambda o: o["postprocessing"].pop("reid_nms_threshold"), "postprocessing.reid_nms_threshold"),
+        (lambda o: o["split"].pop("reid_box_coder"), "split.reid_box_coder"),
+        (
+            lambda o: o["split"].update(first_stage_max_detections=0),
+            "split.first_stage_max_detections",
+        ),
     ],
 )
 def test_bad_manifest_names_the_field(tiny_bundle: Path, tmp_path: Path, change, field: str) -> None:  # noqa: ANN001

@@ -64,11 +64,11 @@ def test_nvrtc_kernel_matches_the_reference(dtype: str) -> None:
 @pytest.mark.needs_cuda
 def test_device_split_pipeline_agrees_with_cpu(tiny_bundle: Path) -> None:
     pytest.importorskip("cupy")
-    from conftest import scene_layout
     from personsearch_runtime.backends import create_backend
     from personsearch_runtime.gpu.device_pipeline import device_split_detector
     from personsearch_runtime.preprocess import batch_images, prepare_image
     from personsearch_runtime.searcher import PersonSearcher
+    from scene_files import scene_layout
     from tiny_bundle import scene
 
     images = [scene(scene_layout(i)) for i in range(4)]

@@ -4,9 +4,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import write_scenes, write_video
 from personsearch_runtime.errors import SourceError
 from personsearch_runtime.sources import FrameReader, expand_sources
+from scene_files import write_scenes, write_video
 
 
 def test_expand_sources_folders_globs_files(tmp_path: Path) -> None:

@@ -252,9 +252,18 @@ def box_head_model() -> onnx.ModelProto:
 
 
 def reid_head_model(seed: int = 0) -> onnx.ModelProto:
-    """roi_features [R,3,S,S] -> embeddings [R,D], person_scores [R]."""
+    """roi_features [R,3,S,S] -> embeddings [R,D], person_scores [R], box_deltas [R,4] (zeros)."""
     nodes = [helper.make_node("ReduceMean", ["roi_features"], ["colour"], axes=[2, 3], keepdims=0)]
     nodes += _embed_nodes("colour", "embeddings", "person_scores", seed, "e_")
+    nodes += [
+        _const("rz4", np.zeros((1, 4), np.float32)),
+        helper.make_node("Shape", ["roi_features"], ["rrs"]),
+        _const("ri0", np.array([0], np.int64)),
+        helper.make_node("Gather", ["rrs", "ri0"], ["rR"]),
+        _const("rfour", np.array([4], np.int64)),
+        helper.make_node("Concat", ["rR", "rfour"], ["rr4"], axis=0),
+        helper.make_node("Expand", ["rz4", "rr4"], ["box_deltas"]),
+    ]
     f = TensorProto.FLOAT
     return _model(
         nodes,
@@ -262,6 +271,7 @@ def reid_head_model(seed: int = 0) -> onnx.ModelProto:
         [
             helper.make_tensor_value_info("embeddings", f, ["R", DIM]),
             helper.make_tensor_value_info("person_scores", f, ["R"]),
+            helper.make_tensor_value_info("box_deltas", f, ["R", 4]),
         ],
         "tiny_reid_head",
     )
@@ -343,7 +353,11 @@ def write_tiny_bundle(
                 "reid_head": (
                     reid_head_model(seed),
                     [("roi_features", f32, ("R", 3, 2, 2))],
-                    [("embeddings", f32, ("R", DIM)), ("person_scores", f32, ("R",))],
+                    [
+                        ("embeddings", f32, ("R", DIM)),
+                        ("person_scores", f32, ("R",)),
+                        ("box_deltas", f32, ("R", 4)),
+                    ],
                     {"R": (1, 8, 64)},
                 ),
             }

@@ -66,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
             timing_cache=cache,
             version_compatible=args.version_compatible,
         )
-        print(f"{out / (role + '.plan')}: TensorRT {sidecar.trt_version}, sm {sidecar.compute_capability}")
+        plan = out / f"{role}.plan"
+        print(f"{plan}: TensorRT {sidecar.tensorrt_version}, sm {sidecar.compute_capability}")
     return 0

@@ -14,7 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opset", type=int, default=17, help="ONNX opset (>= 16, for RoiAlign's coordinate mode)"
     )
-    parser.add_argument("--precision", default="fp32", help="graph precision (fp32)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16"),
+        help="graph precision; fp16 is written into the graphs (rois, box decoding, NMS and the "
+        "embedding L2 norm stay float32)",
+    )
     parser.add_argument("--max-detections", type=int, metavar="K", help="fixed top-K per image")
     parser.add_argument("--image-size", metavar="H,W|h,w/h,w/h,w", help="fed image size or min/opt/max")
     parser.add_argument("--max-batch", type=int, default=4, help="largest detector batch")

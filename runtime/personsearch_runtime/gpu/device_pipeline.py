@@ -59,7 +59,8 @@ def device_split_detector(*, manifest: Manifest, stages: Mapping[str, Any], devi
         device: ``"cuda"`` or ``"cuda:N"``.
 
     Returns:
-        A callable ``detect(batch [B,3,H,W] float32 numpy) -> list[BatchDetections]``.
+        A callable ``detect(batch [B,3,H,W] float32 numpy, image_sizes [B,2] | None = None)
+        -> list[BatchDetections]`` (``image_sizes`` as for :class:`SplitDetector`).
     """
     import cupy
 
@@ -74,8 +75,9 @@ def device_split_detector(*, manifest: Manifest, stages: Mapping[str, Any], devi
     }
     split = SplitDetector(manifest=manifest, stages=wrapped, roi_align=kernel)
 
-    def detect(batch: np.ndarray) -> list[BatchDetections]:
+    def detect(batch: np.ndarray, image_sizes: np.ndarray | None = None) -> list[BatchDetections]:
         with cupy.cuda.Device(index):
-            return split(cupy.asarray(batch))
+            sizes = None if image_sizes is None else cupy.asarray(image_sizes, cupy.float32)
+            return split(cupy.asarray(batch), sizes)
 
     return detect
