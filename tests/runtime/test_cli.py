@@ -218,9 +218,9 @@ _SLOW_INDEX = """
 import sys, time
 from personsearch_runtime import detection
 original = detection.OneGraphDetector.__call__
-def slow(self, batch):
+def slow(self, batch, image_sizes=None):
     time.sleep(0.25)
-    return original(self, batch)
+    return original(self, batch, image_sizes)
 detection.OneGraphDetector.__call__ = slow
 from personsearch_runtime.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,160 @@
+"""Training-loop tests on seqnet_tiny and a toy model: resume, checkpoints, evaluation, hooks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from engine_scenes import ToyPersonModel
+from personsearch_train.engine.checkpoint import (
+    find_checkpoint,
+    load_metadata,
+    load_model_from_checkpoint,
+    load_resume_state,
+)
+from personsearch_train.engine.config import config_from_dict
+from personsearch_train.engine.hooks import MemoryBank, TrainingHook, cluster_features, extract_box_features
+from personsearch_train.engine.loop import Trainer
+from personsearch_train.errors import TrainerError
+
+
+def tiny_cfg(tmp_path: Path, **train: object):
+    return config_from_dict(
+        {
+            "model": {"name": "seqnet_tiny"},
+            "data": {"dataset": "prw", "root": str(tmp_path)},
+            "optim": {"lr": 0.01},
+            "schedule": {"warmup_epochs": 0.5, "milestones": [1]},
+            "train": {
+                "epochs": 2,
+                "batch_size": 2,
+                "max_iters_per_epoch": 3,
+                "amp": False,
+                "deterministic": True,
+                "device": "cpu",
+                "seed": 3,
+                "cpu_threads": 1,
+                **train,
+            },
+            "eval": {"every": 0},
+        }
+    )
+
+
+def losses_of(result) -> list[dict[str, float]]:
+    return [{k: v for k, v in s.items() if k != "grad_norm"} for s in result.steps]
+
+
+def test_resume_is_bit_exact_on_cpu(tmp_path: Path, tiny_splits) -> None:
+    train, _ = tiny_splits
+    cfg = tiny_cfg(tmp_path, max_iters_per_epoch=2)
+    full = Trainer(cfg, run_dir=tmp_path / "full", train_split=train, progress=False).fit()
+    assert len(full.steps) == 4 and not full.interrupted
+
+    # Stop mid-epoch (step 3 of 4 = step 1 of epoch 2), then resume in a fresh Trainer.
+    part = Trainer(cfg, run_dir=tmp_path / "part", train_split=train, progress=False).fit(max_steps=3)
+    assert part.interrupted and len(part.steps) == 3
+    meta = load_metadata(find_checkpoint(tmp_path / "part", prefer="latest"))
+    assert (meta["epoch"], meta["iter_in_epoch"], meta["global_step"]) == (1, 1, 3)
+    rest = Trainer(cfg, run_dir=tmp_path / "part", train_split=train, progress=False).fit(resume=True)
+    assert [s["step"] for s in rest.steps] == [4]
+    assert losses_of(part) + losses_of(rest) == losses_of(full)  # exact float equality
+
+    # The final weights, including the OIM lookup table and queue, match too.
+    a, _ = load_model_from_checkpoint(tmp_path / "full", prefer="latest")
+    b, _ = load_model_from_checkpoint(tmp_path / "part", prefer="latest")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    assert float(a.state_dict()["oim.lut"].abs().sum()) > 0
+    log = [json.loads(line) for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+
+
+def test_checkpoint_contents(tmp_path: Path, tiny_splits) -> None:
+    train, _ = tiny_splits
+    cfg = tiny_cfg(tmp_path, epochs=1, max_iters_per_epoch=1)
+    Trainer(cfg, run_dir=tmp_path / "run", train_split=train, progress=False).fit()
+    files = find_checkpoint(tmp_path / "run")
+    assert files.name == "latest"  # no evaluation, so no best
+    meta = load_metadata(files)
+    assert meta["model"] == {"name": "seqnet_tiny", "kwargs": {"num_labelled_ids": 6}}
+    assert meta["label_to_pid"] == list(range(100, 106))
+    assert meta["config"]["train"]["epochs"] == 1 and "torch" in meta["versions"]
+    state = load_resume_state(files)  # weights_only=True
+    assert {"optimizer", "scheduler", "rng", "epoch", "global_step"} <= set(state)
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    with pytest.raises(TrainerError, match="no checkpoint"):
+        find_checkpoint(tmp_path)
+
+
+def test_evaluation_writes_predictions_and_best(tmp_path: Path, tiny_splits) -> None:
+    train, test = tiny_splits
+    cfg = tiny_cfg(tmp_path, epochs=1, max_iters_per_epoch=2)
+    cfg.eval.every = 1
+    result = Trainer(cfg, run_dir=tmp_path / "run", train_split=train, test_split=test, progress=False).fit()
+    assert len(result.metrics) == 1 and 0.0 <= result.metrics[0]["mAP"] <= 1.0
+    assert (tmp_path / "run" / "predictions" / "epoch_001.npz").is_file()
+    assert find_checkpoint(tmp_path / "run").name == "best"
+    model, meta = load_model_from_checkpoint(tmp_path / "run")
+    assert meta["metrics"]["mAP"] == result.metrics[0]["mAP"]
+    assert not model.training
+
+
+class _ClusterHook(TrainingHook):
+    """What a weakly supervised method does: per-epoch features -> clusters -> memory + labels."""
+
+    def __init__(self, num_boxes: int) -> None:
+        self.bank = MemoryBank(size=num_boxes, dim=8)
+        self.head = torch.nn.Linear(8, 1)
+        self.epochs_seen: list[int] = []
+        self.calls = 0
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"bank": self.bank, "crop_head": self.head}
+
+    def before_epoch(self, trainer: Trainer, epoch: int) -> None:
+        feats = extract_box_features(trainer.model, trainer.dataset, device=trainer.device)
+        labels = cluster_features(feats.features, eps=0.05, min_samples=2)
+        self.bank.reinitialise(feats.features, torch.from_numpy(labels))
+        per_item = [labels[(feats.image_index == i).numpy()] for i in range(len(trainer.dataset))]
+        trainer.dataset.set_pseudo_labels(per_item)
+        self.epochs_seen.append(epoch)
+
+    def extra_losses(self, model, images, targets):
+        self.calls += 1
+        crops_emb = torch.cat(model.embed_boxes(images, [t["boxes"] for t in targets]))
+        return {"loss_crop": self.head(crops_emb).pow(2).mean()}
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+
+def test_hooks_cluster_memory_and_extra_losses(tmp_path: Path, tiny_splits) -> None:
+    train, _ = tiny_splits
+    cfg = tiny_cfg(tmp_path)
+    cfg.data.use_identities = False
+    num_boxes = sum(len(r.boxes) for r in train.images)
+    hook = _ClusterHook(num_boxes)
+    trainer = Trainer(
+        cfg,
+        run_dir=tmp_path / "run",
+        train_split=train,
+        model=ToyPersonModel(num_ids=num_boxes),
+        hooks=[hook],
+        progress=False,
+    )
+    before = hook.head.weight.detach().clone()
+    result = trainer.fit(max_steps=4)
+    assert hook.epochs_seen == [0, 1] and hook.calls == 4
+    assert "loss_crop" in result.steps[0]
+    assert not torch.equal(before, hook.head.weight)  # the hook's module is optimised
+    assert float(hook.bank.features.norm(dim=1).mean()) == pytest.approx(1.0, abs=1e-5)
+    state = load_resume_state(find_checkpoint(tmp_path / "run", prefer="latest"))
+    assert torch.equal(state["hook_modules"]["bank.features"], hook.bank.features)
+    assert state["hooks"] == [{"calls": 4}]

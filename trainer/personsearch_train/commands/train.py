@@ -1,0 +1,100 @@
+"""``personsearch train``: train a model from a YAML recipe.
+
+Example:
+    personsearch synth --out synthetic/ --preset tiny
+    personsearch train --recipe synthetic_instant --data-root synthetic/ --out runs/instant
+    personsearch train --recipe synthetic_instant --data-root synthetic/ --out runs/instant --resume
+
+For several processes (one per GPU, or gloo on CPU) launch it with torchrun:
+    torchrun --nproc_per_node 2 -m personsearch_runtime train --recipe ... --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` options to ``parser``."""
+    parser.add_argument("--recipe", required=True, help="recipe file, or a recipe name from trainer/recipes")
+    parser.add_argument(
+        "--data-root", help="dataset folder (or a folder holding CUHK-SYSU/ or PRW/); sets data.root"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override recipe settings, e.g. --set optim.lr=0.01 train.epochs=2",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, config.yaml, logs)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict) and key != "overrides":
+            keys.extend(_changed_keys(a, b, dotted + "."))
+        elif a != b:
+            keys.append(dotted)
+    return keys
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; returns 0 when finished, 130 when interrupted (resumable)."""
+    import yaml
+
+    from personsearch_train.engine.checkpoint import CheckpointFiles
+    from personsearch_train.engine.config import check_paths, config_to_dict, load_config
+    from personsearch_train.engine.distributed import cleanup
+    from personsearch_train.engine.loop import Trainer
+    from personsearch_train.errors import TrainerError
+
+    cfg = load_config(args.recipe, args.overrides, data_root=args.data_root)
+    check_paths(cfg)
+    out: Path = args.out
+    latest = CheckpointFiles(out, "latest")
+    if args.resume:
+        if not latest.exists():
+            raise TrainerError(f"--resume: {out} has no latest checkpoint; start the run without --resume")
+        saved = out / "config.yaml"
+        if saved.is_file():
+            changed = _changed_keys(yaml.safe_load(saved.read_text()) or {}, config_to_dict(cfg))
+            if changed:
+                print(f"note: resuming with changed settings: {', '.join(changed)}", file=sys.stderr)
+    elif latest.exists():
+        raise TrainerError(
+            f"{out} already holds a training run; pass --resume to continue it or choose another --out"
+        )
+    try:
+        result = Trainer(cfg, run_dir=out, progress=not args.no_progress).fit(resume=args.resume)
+    finally:
+        cleanup()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 130 if result.interrupted else 0
+    if result.interrupted:
+        print(
+            f"stopped at step {result.global_step}; resume with the same command plus --resume",
+            file=sys.stderr,
+        )
+        return 130
+    final = result.metrics[-1] if result.metrics else {}
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if k != "epoch")
+    print(
+        f"trained {result.global_step} steps in {result.seconds:.1f} s; run folder {out}"
+        + (f"; {summary}" if summary else "")
+    )
+    return 0

@@ -1,0 +1,27 @@
+"""The training engine: config, optimisers and schedules, checkpoints, DDP, hooks and the loop.
+
+Example:
+    >>> from personsearch_train.engine import Trainer, load_config
+    >>> cfg = load_config("synthetic_instant", data_root="synthetic/")  # doctest: +SKIP
+    >>> Trainer(cfg, run_dir="runs/instant").fit()  # doctest: +SKIP
+"""
+
+from personsearch_train.engine.checkpoint import load_model_from_checkpoint as load_model_from_checkpoint
+from personsearch_train.engine.config import ExperimentConfig as ExperimentConfig
+from personsearch_train.engine.config import load_config as load_config
+from personsearch_train.engine.hooks import MemoryBank as MemoryBank
+from personsearch_train.engine.hooks import TrainingHook as TrainingHook
+from personsearch_train.engine.inference import predict_split as predict_split
+from personsearch_train.engine.loop import Trainer as Trainer
+from personsearch_train.engine.loop import TrainResult as TrainResult
+
+__all__ = [
+    "ExperimentConfig",
+    "MemoryBank",
+    "TrainResult",
+    "Trainer",
+    "TrainingHook",
+    "load_config",
+    "load_model_from_checkpoint",
+    "predict_split",
+]

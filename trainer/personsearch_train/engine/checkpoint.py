@@ -1,0 +1,287 @@
+"""Checkpoints: safetensors weights, JSON metadata, and a resume-state file.
+
+A checkpoint named ``NAME`` in a run folder is three files:
+
+* ``NAME.safetensors``: the model's ``state_dict`` (parameters and buffers, which
+  include OIM lookup tables and queues and any memory bank registered as a module);
+* ``NAME.json``: metadata: the resolved config, model name and constructor
+  overrides, ``label_to_pid`` (training label -> dataset identity), library
+  versions, epoch/iteration and metrics;
+* ``NAME.state.pt`` (only for resumable checkpoints): optimiser, scheduler, gradient
+  scaler and RNG states plus the position in training, written with ``torch.save``
+  and read back with ``weights_only=True``, so loading never unpickles code.
+
+The run folder keeps ``latest`` (every save) and ``best`` (the best evaluation so
+far). Every file is written to a temporary name, fsynced and renamed, and the JSON is
+written last, so a crash leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from personsearch_train.errors import TrainerError
+
+__all__ = [
+    "CheckpointFiles",
+    "atomic_write_bytes",
+    "capture_rng_state",
+    "find_checkpoint",
+    "load_metadata",
+    "load_model_from_checkpoint",
+    "load_resume_state",
+    "load_weights",
+    "restore_rng_state",
+    "save_checkpoint",
+    "versions",
+]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointFiles:
+    """Paths of the files of checkpoint ``name`` inside ``folder``."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder = Path(folder)
+        self.name = name
+        self.weights = self.folder / f"{name}.safetensors"
+        self.metadata = self.folder / f"{name}.json"
+        self.state = self.folder / f"{name}.state.pt"
+
+    def exists(self) -> bool:
+        """True when the weights and metadata are both present."""
+        return self.weights.is_file() and self.metadata.is_file()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, writer: Any) -> None:
+    """Call ``writer(tmp_path)``, fsync the file, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    _atomic_write(path, write)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that produced a checkpoint."""
+    import torchvision
+
+    from personsearch_train import __version__
+
+    return {
+        "personsearch": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Snapshot Python, NumPy, torch CPU and CUDA generators as weights-only-safe values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore generators captured by :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    nps = state["numpy"]
+    keys = nps["keys"].numpy().astype(np.uint32)
+    np.random.set_state((nps["kind"], keys, nps["pos"], nps["has_gauss"], nps["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    folder: Path,
+    name: str,
+    *,
+    model: torch.nn.Module,
+    metadata: dict[str, Any],
+    resume_state: dict[str, Any] | None = None,
+) -> CheckpointFiles:
+    """Write checkpoint ``name`` into ``folder`` atomically.
+
+    Args:
+        folder: Run folder.
+        name: ``"latest"``, ``"best"`` or any file stem.
+        model: The (unwrapped) model; its full ``state_dict`` is saved.
+        metadata: JSON-serialisable metadata (config, model spec, pid mapping, metrics).
+        resume_state: Optimiser/scheduler/RNG/progress state; written with
+            ``torch.save`` and restricted to tensors and plain containers.
+
+    Returns:
+        The paths written.
+    """
+    files = CheckpointFiles(folder, name)
+    # Clone so tensors that share storage (tied weights, views) are saved independently,
+    # which safetensors requires.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = dict(metadata)
+    meta["format_version"] = FORMAT_VERSION
+    meta.setdefault("versions", versions())
+    meta["resumable"] = resume_state is not None
+    _atomic_write(files.weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    if resume_state is not None:
+        _atomic_write(files.state, lambda tmp: torch.save(resume_state, tmp))
+    atomic_write_bytes(
+        files.metadata, json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode()
+    )
+    return files
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return np.asarray(value).tolist()
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in checkpoint metadata")
+
+
+def find_checkpoint(path: str | Path, *, prefer: str = "best") -> CheckpointFiles:
+    """Resolve a checkpoint from a run folder or one of a checkpoint's files.
+
+    Args:
+        path: A run folder (``prefer`` then ``latest`` is used), or a
+            ``.safetensors``/``.json``/``.state.pt`` file of a checkpoint.
+        prefer: Which checkpoint of a run folder to try first.
+
+    Raises:
+        TrainerError: When no checkpoint is found.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (prefer, "latest", "best"):
+            files = CheckpointFiles(path, name)
+            if files.exists():
+                return files
+        raise TrainerError(
+            f"{path}: no checkpoint in this folder (expected best.json or latest.json + .safetensors)"
+        )
+    stem = path.name
+    for suffix in (".state.pt", ".safetensors", ".json"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    files = CheckpointFiles(path.parent, stem)
+    if not files.exists():
+        raise TrainerError(f"{path}: not a checkpoint (need {files.weights.name} and {files.metadata.name})")
+    return files
+
+
+def load_metadata(files: CheckpointFiles) -> dict[str, Any]:
+    """Read a checkpoint's JSON metadata."""
+    try:
+        meta = json.loads(files.metadata.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainerError(f"{files.metadata}: cannot read checkpoint metadata: {exc}") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise TrainerError(f"{files.metadata}: written by a newer personsearch; upgrade to load it")
+    return meta
+
+
+def load_weights(model: torch.nn.Module, files: CheckpointFiles, *, strict: bool = True) -> None:
+    """Load a checkpoint's safetensors weights into ``model`` (in place)."""
+    state = load_file(str(files.weights))
+    result = model.load_state_dict(state, strict=strict)
+    if strict and (result.missing_keys or result.unexpected_keys):
+        raise TrainerError(f"{files.weights}: weights do not match the model: {result}")
+
+
+def load_resume_state(files: CheckpointFiles) -> dict[str, Any]:
+    """Read the optimiser/scheduler/RNG state with ``weights_only=True``.
+
+    Raises:
+        TrainerError: If the checkpoint was saved without resume state.
+    """
+    if not files.state.is_file():
+        raise TrainerError(
+            f"{files.folder}: checkpoint '{files.name}' has no resume state ({files.state.name})"
+        )
+    return torch.load(files.state, map_location="cpu", weights_only=True)
+
+
+def load_model_from_checkpoint(
+    path: str | Path, *, prefer: str = "best"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the model a checkpoint describes and load its weights.
+
+    Args:
+        path: Run folder or checkpoint file (see :func:`find_checkpoint`).
+        prefer: Which checkpoint of a run folder to use first.
+
+    Returns:
+        ``(model, metadata)``; the model is in eval mode on the CPU.
+    """
+    from personsearch_train.models import create_model
+
+    files = find_checkpoint(path, prefer=prefer)
+    meta = load_metadata(files)
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise TrainerError(f"{files.metadata}: metadata has no 'model' entry with a 'name'")
+    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    load_weights(model, files)
+    model.eval()
+    return model, meta

@@ -1,0 +1,453 @@
+"""Experiment configuration: typed dataclasses loaded from YAML recipes.
+
+A recipe is a YAML mapping whose keys must match the dataclass fields below; an
+unknown key or a value of the wrong type raises :class:`ConfigError` naming the
+dotted key, before any training starts. Command-line overrides use the same dotted
+keys (``--set optim.lr=0.01``); their values are parsed as YAML scalars, so
+``--set train.amp=false`` and ``--set schedule.milestones=[8,12]`` work.
+
+The resolved configuration is written beside every run (``config.yaml``), and
+checkpoints embed it, so any run can be rebuilt from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from personsearch_train.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_paths",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "resolve_recipe",
+]
+
+#: Folder holding the named recipes (``trainer/recipes`` in a source checkout).
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+DATASETS = ("cuhk_sysu", "prw")
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build and with which constructor overrides.
+
+    Attributes:
+        name: Registered builder name (``seqnet_r50``, ``seqnet_r18``, ``seqnet_tiny``).
+        overrides: Keyword arguments passed to ``create_model(name, **overrides)``
+            (for example ``min_size``, ``max_size``, ``oim_num_labelled``). When
+            ``oim_num_labelled`` is absent, the trainer sets it to the training
+            split's number of identities.
+        backbone_weights: Optional torchvision-format ResNet state-dict file; no
+            download ever happens.
+    """
+
+    name: str = "seqnet_r50"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    backbone_weights: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Training and test data.
+
+    Attributes:
+        dataset: ``cuhk_sysu`` or ``prw``; picks the reader.
+        root: Dataset folder (the one holding ``Image/`` for CUHK-SYSU or ``frames/``
+            for PRW). Relative paths are resolved against the working directory.
+        flip_prob: Probability of a horizontal flip of a training image.
+        aspect_grouping: Batch portrait and landscape images separately.
+        num_workers: DataLoader worker processes per rank.
+        use_identities: When False every training box is given the unlabelled id
+            ``-1``, i.e. training from boxes only (weakly supervised methods).
+    """
+
+    dataset: str = "cuhk_sysu"
+    root: str = ""
+    flip_prob: float = 0.5
+    aspect_grouping: bool = True
+    num_workers: int = 0
+    use_identities: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser.
+
+    Attributes:
+        name: ``sgd``, ``adam`` or ``adamw``.
+        lr: Base learning rate (for the global batch).
+        momentum: SGD momentum.
+        weight_decay: L2 (SGD, Adam) or decoupled (AdamW) weight decay.
+        betas: Adam/AdamW betas.
+        nesterov: SGD Nesterov momentum.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.003
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule: linear warm-up, then multi-step or cosine decay.
+
+    Attributes:
+        kind: ``multistep`` or ``cosine``.
+        warmup_epochs: Length of the linear warm-up in epochs (fractions allowed);
+            SeqNet warms up over the whole first epoch.
+        warmup_factor: Learning-rate factor at iteration 0 of the warm-up.
+        milestones: ``multistep``: epochs at whose start the rate is multiplied by ``gamma``.
+        gamma: ``multistep`` decay factor.
+        min_lr_factor: ``cosine``: final rate as a fraction of the base rate.
+    """
+
+    kind: str = "multistep"
+    warmup_epochs: float = 1.0
+    warmup_factor: float = 0.001
+    milestones: list[int] = field(default_factory=lambda: [16])
+    gamma: float = 0.1
+    min_lr_factor: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+        epochs: Number of epochs.
+        batch_size: Images per step summed over all processes (the global batch).
+        max_iters_per_epoch: If > 0, cut every epoch to this many steps (instant recipes).
+        clip_grad_norm: Global L2 norm for gradient clipping; 0 disables it.
+        amp: Mixed precision where the device supports it (CUDA: bfloat16 if
+            supported, else float16 with a gradient scaler); ignored on CPU.
+        seed: Seed of every random number generator.
+        deterministic: Ask PyTorch for deterministic kernels (bit-exact resume on CPU).
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
+        log_every: Steps between TensorBoard/log-file writes.
+        checkpoint_every: Epochs between checkpoints (the last epoch always saves).
+        find_unused_parameters: Passed to DistributedDataParallel.
+        cpu_threads: If > 0, intra-op threads per process (``torch.set_num_threads``);
+            1 avoids OpenMP oversubscription on small or shared CPUs, where it can be
+            several times faster than the default.
+    """
+
+    epochs: int = 20
+    batch_size: int = 5
+    max_iters_per_epoch: int = 0
+    clip_grad_norm: float = 10.0
+    amp: bool = True
+    seed: int = 1
+    deterministic: bool = False
+    device: str = "auto"
+    log_every: int = 20
+    checkpoint_every: int = 1
+    find_unused_parameters: bool = True
+    cpu_threads: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during training.
+
+    Attributes:
+        every: Evaluate every N epochs (and after the last); 0 disables evaluation.
+        gallery_size: CUHK-SYSU gallery size (ignored for PRW).
+        multi_view: PRW multi-view protocol.
+        cbgm: Context bipartite graph matching.
+        batch_size: Images per inference batch.
+        best_metric: Metric used to pick the best checkpoint (key of the scores dict).
+    """
+
+    every: int = 1
+    gallery_size: int = 100
+    multi_view: bool = False
+    cbgm: bool = False
+    batch_size: int = 2
+    best_metric: str = "mAP"
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole recipe."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        """Check value ranges and choices; raises :class:`ConfigError` naming the key."""
+        _choice("data.dataset", self.data.dataset, DATASETS)
+        _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
+        _choice("schedule.kind", self.schedule.kind, ("multistep", "cosine"))
+        _choice("train.device", self.train.device, ("auto", "cpu", "cuda"))
+        _positive("optim.lr", self.optim.lr)
+        _positive("train.epochs", self.train.epochs)
+        _positive("train.batch_size", self.train.batch_size)
+        _positive("eval.batch_size", self.eval.batch_size)
+        if not 0.0 <= self.data.flip_prob <= 1.0:
+            raise ConfigError(f"data.flip_prob must be in [0, 1], got {self.data.flip_prob}")
+        if len(self.optim.betas) != 2:
+            raise ConfigError(f"optim.betas must have two values, got {self.optim.betas}")
+        if self.schedule.warmup_epochs < 0 or not 0 < self.schedule.warmup_factor <= 1:
+            raise ConfigError("schedule.warmup_epochs must be >= 0 and schedule.warmup_factor in (0, 1]")
+        if list(self.schedule.milestones) != sorted(self.schedule.milestones):
+            raise ConfigError(f"schedule.milestones must be increasing, got {self.schedule.milestones}")
+        for name in ("max_iters_per_epoch", "log_every", "checkpoint_every", "num_workers", "cpu_threads"):
+            section = self.data if name == "num_workers" else self.train
+            if getattr(section, name) < 0:
+                raise ConfigError(f"{'data' if section is self.data else 'train'}.{name} must be >= 0")
+        if self.eval.every < 0:
+            raise ConfigError("eval.every must be >= 0")
+
+
+def _choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in canonical form."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {str(k): v for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported setting type {_type_name(tp)}")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown setting '{dotted}'; valid keys here: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate a config from a nested mapping (a parsed recipe).
+
+    Raises:
+        ConfigError: On an unknown key, a value of the wrong type or a bad choice.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a recipe must be a YAML mapping, got {type(data).__name__}")
+    cfg = _build(ExperimentConfig, data, "")
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain nested dicts/lists/scalars (YAML and JSON safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides to a parsed recipe (values parsed as YAML).
+
+    ``model.overrides.KEY=V`` sets a model constructor argument; every other key must
+    name a config field (checked when the result is turned into a config).
+
+    Args:
+        data: Parsed recipe; not modified.
+        overrides: Strings ``"dotted.key=value"``.
+
+    Returns:
+        A new nested mapping.
+
+    Raises:
+        ConfigError: If an override has no ``=`` or an empty key.
+    """
+    out = yaml.safe_load(yaml.safe_dump(dict(data))) or {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=0.01), got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        _set_dotted(out, key, value)
+    return out
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """Find a recipe given as a path or as a name in ``trainer/recipes``.
+
+    Raises:
+        ConfigError: When neither exists; the message lists the known recipe names.
+    """
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    for candidate in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / str(recipe)):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+    raise ConfigError(
+        f"recipe {recipe!r} not found (not a file; known recipe names: {', '.join(known) or 'none'})"
+    )
+
+
+def load_config(
+    recipe: str | Path, overrides: Sequence[str] = (), *, data_root: str | Path | None = None
+) -> ExperimentConfig:
+    """Load a recipe file (or named recipe), apply overrides and validate.
+
+    Args:
+        recipe: Path to a YAML recipe or the name of one in ``trainer/recipes``.
+        overrides: ``a.b=c`` strings applied after the file.
+        data_root: If given, replaces ``data.root``. A folder that holds the dataset
+            under its conventional name (``CUHK-SYSU``/``PRW``, as written by
+            ``personsearch synth``) is accepted too.
+
+    Raises:
+        ConfigError: For a missing/unreadable recipe, unknown keys or wrong types.
+    """
+    path = resolve_recipe(recipe)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    data = apply_overrides(dict(data or {}), overrides)
+    try:
+        cfg = config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if data_root is not None:
+        cfg.data.root = str(data_root)
+    cfg.data.root = _dataset_folder(cfg.data.dataset, cfg.data.root)
+    return cfg
+
+
+_FOLDER_NAMES = {"cuhk_sysu": ("CUHK-SYSU", "cuhk_sysu", "cuhk-sysu"), "prw": ("PRW", "prw", "PRW-v16.04.20")}
+
+
+def _dataset_folder(dataset: str, root: str) -> str:
+    """Accept a parent folder that holds the dataset under its conventional name."""
+    if not root:
+        return ""
+    path = Path(root).expanduser()
+    if root and path.is_dir():
+        for name in _FOLDER_NAMES.get(dataset, ()):
+            if (path / name).is_dir():
+                return str((path / name).resolve())
+        return str(path.resolve())
+    return str(path)
+
+
+def check_paths(cfg: ExperimentConfig) -> None:
+    """Check every path the run needs exists, before any training starts.
+
+    Raises:
+        ConfigError: Naming the key and the missing path.
+    """
+    if not cfg.data.root:
+        raise ConfigError("data.root is not set; pass --data-root DIR or --set data.root=DIR")
+    if not Path(cfg.data.root).is_dir():
+        raise ConfigError(f"data.root: dataset folder {cfg.data.root} does not exist")
+    weights = cfg.model.backbone_weights
+    if weights and not Path(weights).expanduser().is_file():
+        raise ConfigError(f"model.backbone_weights: file {weights} does not exist")
+
+
+def dump_config(cfg: ExperimentConfig, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from personsearch_train.engine.checkpoint import atomic_write_bytes
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
