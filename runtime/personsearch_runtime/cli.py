@@ -46,9 +46,9 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "eval",
-        "personsearch_train.commands.evaluate",
+        "personsearch_export.commands.evaluate",
         "score a predictions file, checkpoint or bundle with the exact protocol",
-        "train",
+        "export",
     ),
     Command("train", "personsearch_train.commands.train", "train a model from a YAML recipe", "train"),
     Command("export", "personsearch_export.commands.export", "export a checkpoint to an ONNX bundle", "export"),

@@ -74,10 +74,11 @@ def prepare_image(image_bgr: np.ndarray, spec: Preprocessing) -> PreparedImage:
         image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_BGRA2BGR)
     height, width = image_bgr.shape[:2]
     h, w = resized_size(height, width, spec)
-    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    x = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB).astype(np.float32) * np.float32(1.0 / 255.0)
     if (h, w) != (height, width):
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-    x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+        # Resize in float, as the trainer's transform does: a uint8 resize rounds every
+        # pixel and moves boxes by ~0.2 px, enough to change which boxes pass thresholds.
+        x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
     if not spec.normalize_in_graph:
         x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return PreparedImage(tensor=np.ascontiguousarray(x.transpose(2, 0, 1)), original_size=(height, width))
