@@ -81,3 +81,34 @@ def test_roi_sampler_without_ground_truth() -> None:
     )
     assert out.boxes.shape == (8, 4) and not out.is_person.any()
     assert torch.isfinite(out.regression_targets).all()
+
+
+def test_nae_fixed_shift_keeps_projection_biases_at_zero() -> None:
+    # Regression (issue 3): a learnt shared BN offset let from-scratch training collapse
+    # every embedding onto one direction.
+    torch.manual_seed(0)
+    nae = NormAwareEmbedding(in_channels=(6, 10), dim=8, learn_shift=False)
+    optimiser = torch.optim.SGD([p for p in nae.parameters() if p.requires_grad], lr=1.0)
+    x4, x5 = torch.randn(12, 6), torch.randn(12, 10)
+    embeddings, logits = nae(x4, x5)
+    (embeddings[:, 0].sum() + logits.sum()).backward()
+    optimiser.step()
+    for projection in nae.projections:
+        assert not projection[1].bias.requires_grad and projection[1].bias.grad is None
+        assert projection[1].bias.eq(0).all()
+        assert projection[1].weight.grad is not None
+    # In training mode each embedding coordinate is then zero-mean over the batch.
+    joint = torch.cat([p(x) for p, x in zip(nae.projections, (x4, x5), strict=True)], dim=1)
+    torch.testing.assert_close(joint.mean(dim=0), torch.zeros(8), atol=1e-5, rtol=0)
+    learnt = NormAwareEmbedding(in_channels=(6, 10), dim=8)
+    assert all(p[1].bias.requires_grad for p in learnt.projections)
+
+
+def test_seqnet_builders_fix_the_nae_shift_for_from_scratch_variants() -> None:
+    from personsearch_train.models import create_model
+
+    for name, learns in (("seqnet_tiny", False), ("seqnet_small", False), ("seqnet_r18", True)):
+        model = create_model(name)
+        assert model.embedding.learn_shift is learns, name
+        # A random stem must train; the paper freezes only an ImageNet-initialised one.
+        assert model.backbone.conv1.weight.requires_grad is not learns, name

@@ -134,3 +134,39 @@ def test_logits_do_not_touch_memory() -> None:
     before = oim.lut.clone()
     torch.testing.assert_close(oim.logits(x), 10.0 * x @ torch.cat([oim.lut, oim.queue]).t())
     assert torch.equal(before, oim.lut)
+
+
+def test_unwritten_memory_rows_are_left_out_of_the_softmax() -> None:
+    # Regression (issue 3): with zero rows in the softmax, growing a direction shared by
+    # every person lowers the loss, and embeddings trained from scratch collapsed.
+    torch.manual_seed(3)
+    lut = torch.zeros(6, 8)
+    queue = torch.zeros(4, 8)
+    lut[[0, 2, 3]] = _unit(torch.randn(3, 8))
+    queue[:2] = _unit(torch.randn(2, 8))
+    oim = _loss_with_memory(lut, queue, scale=30.0)
+    features = _unit(torch.randn(4, 8)).requires_grad_()
+    labels = torch.tensor([0, 1, 3, -1])  # identity 1 has no written row yet
+    loss = oim(features, labels)
+    loss.backward()
+
+    reference_x = features.detach().clone().requires_grad_()
+    written = torch.cat([lut[[0, 2, 3]], queue[:2]])  # columns 0, 1, 2 = ids 0, 2, 3
+    logits = 30.0 * reference_x[[0, 2]] @ written.t()
+    expected = F.cross_entropy(logits, torch.tensor([0, 2]))
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(features.grad, reference_x.grad)
+    # The sample of identity 1 scored nothing but still wrote its row.
+    torch.testing.assert_close(oim.lut[1], features.detach()[1])
+
+
+def test_nothing_written_gives_zero_finite_loss_and_fills_memory() -> None:
+    oim = OIMLoss(num_features=4, num_labelled=3, queue_size=2)
+    features = _unit(torch.randn(3, 4)).requires_grad_()
+    loss = oim(features, torch.tensor([0, 2, -1]))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.isfinite(features.grad).all()
+    assert oim.lut[[0, 2]].norm(dim=1).gt(0.99).all() and oim.lut[1].eq(0).all()
+    assert oim.queue[0].norm() > 0.99

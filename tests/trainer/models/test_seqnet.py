@@ -234,3 +234,34 @@ def test_module_call_is_forward_train(tiny_batch) -> None:
     assert via_call.keys() == direct.keys()
     for key in direct:
         torch.testing.assert_close(via_call[key], direct[key])
+
+
+def test_predict_batch_where_one_image_has_no_first_stage_boxes(tiny_batch) -> None:
+    # Regression: decoding 0 deltas used reshape(0, -1, 4), which cannot infer -1.
+    images, _ = tiny_batch
+    torch.manual_seed(0)
+    model = create_model("seqnet_tiny", box_score_thresh=0.0).eval()
+    # Same batch (same padding) without the drop: image 1 must come out unchanged.
+    reference = model.predict(images)[1]
+    original_select = model._select
+    calls = []
+
+    def select_nothing_for_image_0(boxes, scores, nms_thresh):
+        calls.append(len(calls))
+        keep = original_select(boxes, scores, nms_thresh)
+        # First stage runs image 0 then image 1; drop everything of image 0 there.
+        return keep[:0] if len(calls) == 1 else keep
+
+    model._select = select_nothing_for_image_0
+    results = model.predict(images)
+    assert len(results[0]) == 0 and results[0].embeddings.shape == (0, model.embedding_dim)
+    assert len(results[1]) == len(reference) > 0
+    torch.testing.assert_close(results[1].boxes, reference.boxes, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(results[1].embeddings, reference.embeddings, atol=1e-4, rtol=1e-4)
+
+
+def test_box_decode_of_no_boxes() -> None:
+    from personsearch_train.models.box_coding import BoxCoder
+
+    decoded = BoxCoder().decode(torch.zeros(0, 8), torch.zeros(0, 4))
+    assert decoded.shape == (0, 2, 4)

@@ -6,8 +6,9 @@ Follows SeqNet's OIM (methods.md section 1.3, after Xiao et al., CVPR 2017):
 * ``queue`` ``[Q, D]`` holds the features of the most recent unlabelled people, written
   at ``queue_head`` and wrapping around;
 * logits are ``scale * x @ [lut; queue]^T`` and the loss is softmax cross-entropy over
-  the ``L + Q`` columns; unlabelled samples (label ``-1``) add no loss term but are
-  pushed into the queue.
+  the ``L + Q`` columns that have been written at least once (the tables start at
+  zero); unlabelled samples (label ``-1``) and samples whose identity row is still
+  unwritten add no loss term but update the memory.
 
 The memory is updated in the autograd *backward* (once per optimisation step, as SeqNet
 does), never in ``forward``: a forward pass alone (evaluation, feature extraction,
@@ -30,6 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["OIMLoss", "update_memory"]
+
+#: Logit given to memory rows not written yet: far below any ``scale * cosine``.
+_UNWRITTEN_LOGIT = -1.0e4
 
 
 def _gather_across_ranks(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -192,7 +196,8 @@ class OIMLoss(nn.Module):
             labels: ``[N]`` int64 identity labels in ``0..L-1``; ``-1`` = unlabelled.
 
         Returns:
-            ``[]`` float32 mean cross-entropy over the labelled samples (0 if none).
+            ``[]`` float32 mean cross-entropy over the labelled samples whose identity
+            row has been written (0 if none).
 
         Raises:
             ValueError: on a label ``>= L`` or ``< -1`` (labels must be contiguous).
@@ -208,14 +213,24 @@ class OIMLoss(nn.Module):
                     f"got [{low}, {high}]; "
                     "remap training ids to contiguous labels and set num_labelled_ids to their count"
                 )
+        # Memory rows never written yet (all zero) are left out of the softmax, and a
+        # labelled sample whose own row is unwritten adds no loss term (its feature still
+        # writes the row in backward). Scoring against zero rows rewards a direction
+        # shared by every person: it lifts all written rows, the target's included, above
+        # the zeros, so embeddings trained from scratch collapse onto one direction.
+        memory_written = torch.cat([self.lut, self.queue], dim=0).ne(0).any(dim=1)
+        target_written = memory_written[: self.num_labelled][labels.clamp_min(0)]
+        loss_labels = torch.where(target_written, labels, torch.full_like(labels, -1))
         with torch.autocast(device_type=features.device.type, enabled=False):
             raw = _OIMFunction.apply(
                 features.float(), labels, self.lut, self.queue, self.queue_head, self.momentum
             )
-            loss = F.cross_entropy(self.scale * raw, labels, ignore_index=-1, reduction="sum")
-        # Sum / count instead of reduction="mean": a batch without labelled people gives
+            # A finite fill: a row with nothing written must not turn into NaN.
+            logits = (self.scale * raw).masked_fill(~memory_written, _UNWRITTEN_LOGIT)
+            loss = F.cross_entropy(logits, loss_labels, ignore_index=-1, reduction="sum")
+        # Sum / count instead of reduction="mean": a batch without scored people gives
         # 0 instead of NaN, with no data-dependent branch.
-        return loss / (labels >= 0).sum().clamp_min(1)
+        return loss / (loss_labels >= 0).sum().clamp_min(1)
 
     def extra_repr(self) -> str:
         """Settings shown by ``print(model)``."""

@@ -57,6 +57,8 @@ BACKBONES: dict[str, Callable[[], nn.Module]] = {
     "resnet50": lambda: torchvision.models.resnet50(weights=None),
     "resnet101": lambda: torchvision.models.resnet101(weights=None),
     "narrow": narrow_resnet,
+    # Twice as wide: enough capacity to separate synthetic identities, still fast on CPU.
+    "narrow_x2": lambda: narrow_resnet((16, 32, 64, 128)),
 }
 
 

@@ -65,7 +65,8 @@ class BoxCoder:
             ``[K, C, 4]`` float32 xyxy boxes.
         """
         # float32 whatever the head's precision: fp16 cannot hold large pixel coordinates exactly.
-        deltas = deltas.float().reshape(deltas.shape[0], -1, 4)
+        # Explicit class count: ``reshape(0, -1, 4)`` is ambiguous for an image with no boxes.
+        deltas = deltas.float().reshape(deltas.shape[0], deltas.shape[1] // 4, 4)
         wx, wy, ww, wh = self.weights
         px, py, pw, ph = (v[:, None] for v in self._centre_size(references.float()))
         cx = deltas[..., 0] / wx * pw + px

@@ -46,9 +46,13 @@ class NormAwareEmbedding(nn.Module):
             (``feat_res4``, ``feat_res5``) of ResNet-50.
         dim: Embedding size (SeqNet: 256), split evenly; the last part takes the
             remainder.
+        learn_shift: Learn the projection BatchNorms' bias (SeqNet: True). With False
+            the bias stays zero, so the embedding has no learnable offset shared by
+            every box; trained from scratch, that offset grows until it dominates every
+            embedding and all identities point the same way.
     """
 
-    def __init__(self, *, in_channels: tuple[int, ...], dim: int = 256) -> None:
+    def __init__(self, *, in_channels: tuple[int, ...], dim: int = 256, learn_shift: bool = True) -> None:
         super().__init__()
         if dim < len(in_channels):
             raise ValueError(f"embedding dim {dim} is smaller than the number of inputs {len(in_channels)}")
@@ -56,6 +60,7 @@ class NormAwareEmbedding(nn.Module):
         parts = [share] * len(in_channels)
         parts[-1] += dim - share * len(in_channels)
         self.dim = int(dim)
+        self.learn_shift = bool(learn_shift)
         self.projections = nn.ModuleList()
         for channels, width in zip(in_channels, parts, strict=True):
             linear = nn.Linear(channels, width)
@@ -63,6 +68,7 @@ class NormAwareEmbedding(nn.Module):
             for layer in (linear, bn):
                 nn.init.normal_(layer.weight, std=0.01)
                 nn.init.zeros_(layer.bias)
+            bn.bias.requires_grad_(learn_shift)
             self.projections.append(nn.Sequential(linear, bn))
         self.norm_bn = nn.BatchNorm1d(1, affine=True)
 

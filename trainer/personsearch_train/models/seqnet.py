@@ -52,7 +52,7 @@ from personsearch_train.models.registry import register_model
 from personsearch_train.models.roi_sampling import RoISampler, SampledRoIs
 from personsearch_train.models.structures import Detections
 
-__all__ = ["DEFAULT_LOSS_WEIGHTS", "SeqNet", "seqnet_r18", "seqnet_r50", "seqnet_tiny"]
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "SeqNet", "seqnet_r18", "seqnet_r50", "seqnet_small", "seqnet_tiny"]
 
 #: Loss name -> weight in the total (SeqNet ``SOLVER.LW_*``; methods.md section 1.4).
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
@@ -78,12 +78,14 @@ class SeqNet(nn.Module):
 
     Args:
         backbone: ResNet to split into trunk and res5 head: ``resnet18``, ``resnet34``,
-            ``resnet50`` (paper), ``resnet101`` or ``narrow`` (tests).
+            ``resnet50`` (paper), ``resnet101``, ``narrow`` (tests) or ``narrow_x2``.
         freeze_stem: Freeze ``conv1`` and the stem BN affine parameters (SeqNet: True).
         num_labelled_ids: OIM lookup-table size: labelled training identities
             (CUHK-SYSU 5532, PRW 482).
         queue_size: OIM circular-queue size for unlabelled people (CUHK-SYSU 5000, PRW 500).
         embedding_dim: NAE embedding size (SeqNet: 256).
+        embedding_learn_shift: Learn the NAE projection BatchNorm biases (SeqNet: True);
+            see :class:`~.heads.NormAwareEmbedding`.
         oim_scale: OIM logit scale (30).
         oim_momentum: OIM lookup-table momentum (0.5).
         min_size: Short side after resizing (SeqNet: 900).
@@ -123,6 +125,7 @@ class SeqNet(nn.Module):
         num_labelled_ids: int = 5532,
         queue_size: int = 5000,
         embedding_dim: int = 256,
+        embedding_learn_shift: bool = True,
         oim_scale: float = 30.0,
         oim_momentum: float = 0.5,
         min_size: int = 900,
@@ -200,7 +203,9 @@ class SeqNet(nn.Module):
         # weights; load_backbone_weights fills both copies.
         self.reid_head = copy.deepcopy(box_head)
         self.reid_regressor = BNNeckBoxRegressor(in_channels=c5, num_classes=2)
-        self.embedding = NormAwareEmbedding(in_channels=(c4, c5), dim=embedding_dim)
+        self.embedding = NormAwareEmbedding(
+            in_channels=(c4, c5), dim=embedding_dim, learn_shift=embedding_learn_shift
+        )
         self.oim = OIMLoss(
             num_features=embedding_dim,
             num_labelled=num_labelled_ids,
@@ -405,7 +410,7 @@ class SeqNet(nn.Module):
         """Smooth-L1 (beta 1) of person-class deltas over positives / all sampled RoIs (SeqNet)."""
         is_person = torch.cat([s.is_person for s in sampled])
         targets = torch.cat([s.regression_targets for s in sampled])
-        person_deltas = deltas.float().reshape(deltas.shape[0], -1, 4)[:, 1]
+        person_deltas = deltas.float().reshape(deltas.shape[0], deltas.shape[1] // 4, 4)[:, 1]
         loss = F.smooth_l1_loss(person_deltas[is_person], targets[is_person].float(), reduction="sum")
         return loss / max(is_person.numel(), 1)
 
@@ -532,10 +537,17 @@ def seqnet_tiny(**overrides: object) -> SeqNet:
     """A narrow SeqNet for tests and instant recipes: small input, few proposals and RoIs.
 
     Narrow one-block ResNet (8/16/32/64 channels), short side 128 (long side <= 192),
-    anchors 16..256, 64-d embedding, OIM 16/32.
+    anchors 16..256, 64-d embedding, OIM 16/32. Trained from scratch, so unlike the
+    paper's ImageNet-initialised model the stem is trained (``freeze_stem=False``: eight
+    frozen random 7x7 filters throw away colour) and the NAE projection BatchNorm biases
+    stay zero (``embedding_learn_shift=False``): a network that cannot yet tell people
+    apart lowers the OIM loss fastest by growing that shared offset until every
+    embedding points the same way (issue 3).
     """
     defaults: dict[str, object] = {
         "backbone": "narrow",
+        "freeze_stem": False,
+        "embedding_learn_shift": False,
         "min_size": 128,
         "max_size": 192,
         "embedding_dim": 64,
@@ -549,5 +561,36 @@ def seqnet_tiny(**overrides: object) -> SeqNet:
         "rpn_post_nms_top_n_test": 32,
         "box_batch_size_per_image": 32,
         "box_detections_per_img": 32,
+    }
+    return SeqNet(**{**defaults, **overrides})  # type: ignore[arg-type]
+
+
+@register_model("seqnet_small")
+def seqnet_small(**overrides: object) -> SeqNet:
+    """A small SeqNet for the synthetic benchmark recipe on CPU.
+
+    Narrow one-block ResNet twice as wide as ``seqnet_tiny``'s (16/32/64/128 channels),
+    short side 256 (long side <= 352), 128-d embedding, OIM queue 128. At ``seqnet_tiny``'s
+    128-pixel input a synthetic person is about 10 pixels wide, under one res4 cell, which
+    leaves too little of its clothing pattern for re-identification. Stem trained and
+    NAE biases fixed at zero, as in :func:`seqnet_tiny`.
+    """
+    defaults: dict[str, object] = {
+        "backbone": "narrow_x2",
+        "freeze_stem": False,
+        "embedding_learn_shift": False,
+        "min_size": 256,
+        "max_size": 352,
+        "embedding_dim": 128,
+        "num_labelled_ids": 16,
+        "queue_size": 128,
+        "anchor_sizes": (16, 32, 64, 128, 256),
+        "rpn_batch_size_per_image": 128,
+        "rpn_pre_nms_top_n_train": 512,
+        "rpn_post_nms_top_n_train": 128,
+        "rpn_pre_nms_top_n_test": 256,
+        "rpn_post_nms_top_n_test": 64,
+        "box_batch_size_per_image": 64,
+        "box_detections_per_img": 64,
     }
     return SeqNet(**{**defaults, **overrides})  # type: ignore[arg-type]
