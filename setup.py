@@ -101,7 +101,14 @@ setup(
     package_dir=package_dir,
     package_data={
         "personsearch_runtime": ["py.typed"],
-        "personsearch_ops": ["py.typed", "csrc/*.h", "csrc/*.cpp", "csrc/*/*.cpp", "csrc/*/*.cu", "csrc/*/*.cuh"],
+        "personsearch_ops": [
+            "py.typed",
+            "csrc/*.h",
+            "csrc/*.cpp",
+            "csrc/*/*.cpp",
+            "csrc/*/*.cu",
+            "csrc/*/*.cuh",
+        ],
         "personsearch_train": ["py.typed"],
         "personsearch_export": ["py.typed"],
     },

@@ -58,7 +58,9 @@ def ensure_environment() -> Path:
 
 def main() -> int:
     """Parse the task name and run it."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("task", choices=("setup", "demo", "test"))
     parser.add_argument(
         "--tier",

@@ -37,7 +37,9 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "personsearch_runtime.demo", "run the end-to-end demo on synthetic data", "dev"),
-    Command("synth", "personsearch_train.commands.synth", "generate a synthetic person-search dataset", "train"),
+    Command(
+        "synth", "personsearch_train.commands.synth", "generate a synthetic person-search dataset", "train"
+    ),
     Command(
         "baseline-hist",
         "personsearch_train.commands.baseline_hist",
@@ -51,8 +53,12 @@ COMMANDS: tuple[Command, ...] = (
         "export",
     ),
     Command("train", "personsearch_train.commands.train", "train a model from a YAML recipe", "train"),
-    Command("export", "personsearch_export.commands.export", "export a checkpoint to an ONNX bundle", "export"),
-    Command("verify", "personsearch_export.commands.verify", "re-run the ONNX/PyTorch parity check", "export"),
+    Command(
+        "export", "personsearch_export.commands.export", "export a checkpoint to an ONNX bundle", "export"
+    ),
+    Command(
+        "verify", "personsearch_export.commands.verify", "re-run the ONNX/PyTorch parity check", "export"
+    ),
     Command(
         "build-engine", "personsearch_export.commands.build_engine", "build TensorRT engines", "tensorrt"
     ),
@@ -62,9 +68,14 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "trtexec-report", "personsearch_export.commands.trtexec_report", "summarise trtexec timings", "export"
     ),
-    Command("lint-trt", "personsearch_export.commands.lint_trt", "check ONNX graphs against TensorRT", "export"),
     Command(
-        "export-triton", "personsearch_export.commands.export_triton", "write a Triton model repository", "export"
+        "lint-trt", "personsearch_export.commands.lint_trt", "check ONNX graphs against TensorRT", "export"
+    ),
+    Command(
+        "export-triton",
+        "personsearch_export.commands.export_triton",
+        "write a Triton model repository",
+        "export",
     ),
     Command("index", "personsearch_runtime.commands.index", "detect, embed and index a gallery", "runtime"),
     Command("query", "personsearch_runtime.commands.query", "search a gallery for a person", "runtime"),
@@ -82,7 +93,9 @@ def _top_level_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="personsearch",
         description="Person search from training to deployment.",
-        epilog="commands:\n" + "\n".join(lines) + "\n\nRun 'personsearch COMMAND --help' for a command's options.",
+        epilog="commands:\n"
+        + "\n".join(lines)
+        + "\n\nRun 'personsearch COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", metavar="COMMAND", help="one of the commands below")
