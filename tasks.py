@@ -68,15 +68,15 @@ def main() -> int:
         default="fast",
         help="test tier: fast unit tests (default), the slow tier, or both",
     )
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="extra arguments for the demo or pytest")
-    args = parser.parse_args()
+    # Unknown arguments go to the demo or to pytest (e.g. `test -k roi_align`).
+    args, extra = parser.parse_known_args()
     python = ensure_environment()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if args.task == "demo":
-        _run(BIN / "personsearch", "demo", *args.extra, env=env)
+        _run(BIN / "personsearch", "demo", *extra, env=env)
     elif args.task == "test":
         marker = {"fast": "not slow", "slow": "slow", "all": "slow or not slow"}[args.tier]
-        _run(python, "-m", "pytest", "-m", marker, *args.extra, env=env)
+        _run(python, "-m", "pytest", "-m", marker, *extra, env=env)
     return 0
 
 
