@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         raise TrainerError("--multi-view is a PRW option; CUHK-SYSU uses --gallery-size")
     if args.batch_size < 1:
         raise TrainerError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.gt_boxes:
+        raise TrainerError("--gt-boxes is a --checkpoint option; a bundle is evaluated on its own detections")
     split = trainer_evaluate.load_test_split(args.dataset, args.root)
     predictions = predictions_from_bundle(
         args.bundle,

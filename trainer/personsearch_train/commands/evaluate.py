@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --checkpoint")
     parser.add_argument(
+        "--gt-boxes",
+        action="store_true",
+        help="with --checkpoint: embed the annotated gallery boxes instead of detecting "
+        "(re-id quality without detection errors)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=1, help="with --checkpoint: images per forward pass"
     )
     parser.add_argument(
@@ -155,12 +161,21 @@ def run(args: argparse.Namespace) -> int:
         raise TrainerError("--multi-view is a PRW option; CUHK-SYSU uses --gallery-size")
     if args.save_predictions is not None and args.checkpoint is None:
         raise TrainerError("--save-predictions needs --checkpoint (a predictions file is already saved)")
+    if args.gt_boxes and args.checkpoint is None:
+        raise TrainerError("--gt-boxes needs --checkpoint (it changes how the model is run)")
+    if args.gt_boxes and args.cbgm:
+        raise TrainerError("--gt-boxes and --cbgm do not combine: CBGM re-scores detections")
     split = load_test_split(args.dataset, args.root)
     if args.checkpoint is not None:
         from personsearch_train.engine.inference import predictions_from_checkpoint
 
         predictions = predictions_from_checkpoint(
-            args.checkpoint, split, device=args.device, batch_size=args.batch_size, query_context=args.cbgm
+            args.checkpoint,
+            split,
+            device=args.device,
+            batch_size=args.batch_size,
+            query_context=args.cbgm,
+            ground_truth_boxes=args.gt_boxes,
         )
         if args.save_predictions is not None:
             print(f"wrote {predictions.save(args.save_predictions)}")

@@ -30,6 +30,7 @@ def predict_split(
     device: torch.device | str = "cpu",
     batch_size: int = 2,
     query_context: bool = False,
+    ground_truth_boxes: bool = False,
     progress: bool = True,
 ) -> SearchPredictions:
     """Detect and embed every gallery image, and embed every query box.
@@ -43,11 +44,20 @@ def predict_split(
         query_context: Also run detection on every query image and record the
             query box (first) plus the image's detections in descending score order,
             for CBGM.
+        ground_truth_boxes: Skip detection: embed the annotated gallery boxes with
+            ``embed_boxes`` and give each score 1. Person-search papers report this
+            "with ground-truth boxes" figure to separate re-id quality from detection.
         progress: Show tqdm progress bars.
 
     Returns:
         The model's predictions for ``split``, ready to score or save.
+
+    Raises:
+        ValueError: for ``ground_truth_boxes`` together with ``query_context`` (CBGM
+            matches detections, which that mode does not produce).
     """
+    if ground_truth_boxes and query_context:
+        raise ValueError("ground_truth_boxes and query_context (CBGM) do not combine: CBGM needs detections")
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -58,6 +68,15 @@ def predict_split(
             _batches(split.images, batch_size), desc="gallery", disable=not progress, leave=False
         ):
             images = [read_image(r.path).to(device) for r in batch]
+            if ground_truth_boxes:
+                truth = [torch.from_numpy(np.asarray(r.boxes, dtype=np.float32)).to(device) for r in batch]
+                truth_embeddings = model.embed_boxes(images, truth)
+                for record, record_boxes, emb in zip(batch, truth, truth_embeddings, strict=True):
+                    names.append(record.name)
+                    boxes.append(record_boxes.cpu().numpy())
+                    scores.append(np.ones(len(record_boxes), dtype=np.float32))
+                    embeddings.append(emb.float().cpu().numpy())
+                continue
             for record, det in zip(batch, model.predict(images), strict=True):
                 det = det.to("cpu")
                 names.append(record.name)
@@ -109,7 +128,11 @@ def predict_split(
             query_array,
             query_context_boxes=ctx_boxes,
             query_context_embeddings=ctx_emb,
-            source=f"model predictions on {split.dataset} {split.split}",
+            source=(
+                f"model embeddings of the ground-truth boxes of {split.dataset} {split.split}"
+                if ground_truth_boxes
+                else f"model predictions on {split.dataset} {split.split}"
+            ),
         )
     finally:
         model.train(was_training)
@@ -122,6 +145,7 @@ def predictions_from_checkpoint(
     device: str = "auto",
     batch_size: int = 2,
     query_context: bool = False,
+    ground_truth_boxes: bool = False,
     progress: bool = True,
 ) -> SearchPredictions:
     """Load a checkpoint (run folder or file) and predict on a test split.
@@ -132,6 +156,8 @@ def predictions_from_checkpoint(
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Images per forward pass.
         query_context: Also record the CBGM query context.
+        ground_truth_boxes: Embed the annotated gallery boxes instead of detecting
+            (see :func:`predict_split`).
         progress: Show progress bars.
     """
     from personsearch_train.engine.checkpoint import load_model_from_checkpoint
@@ -145,5 +171,6 @@ def predictions_from_checkpoint(
         device=target,
         batch_size=batch_size,
         query_context=query_context,
+        ground_truth_boxes=ground_truth_boxes,
         progress=progress,
     )

@@ -570,17 +570,21 @@ def seqnet_small(**overrides: object) -> SeqNet:
     """A small SeqNet for the synthetic benchmark recipe on CPU.
 
     Narrow one-block ResNet twice as wide as ``seqnet_tiny``'s (16/32/64/128 channels),
-    short side 256 (long side <= 352), 128-d embedding, OIM queue 128. At ``seqnet_tiny``'s
-    128-pixel input a synthetic person is about 10 pixels wide, under one res4 cell, which
-    leaves too little of its clothing pattern for re-identification. Stem trained and
-    NAE biases fixed at zero, as in :func:`seqnet_tiny`.
+    128-d embedding, OIM queue 128, 32 RoIs per image and head. Images keep their size
+    (short side 480, long side at most 640): the trunk is cheap next to the per-RoI
+    heads, and at half that size a synthetic person is about one res4 cell wide, too
+    coarse for head 1 to tell a well-placed box from a near miss. Stem trained and NAE
+    biases fixed at zero, as in :func:`seqnet_tiny`. Measured on the synthetic ``small``
+    CUHK-SYSU-format set after 4 epochs (issue 3 pilots): this model reaches 66 %
+    detection AP where ``seqnet_tiny`` at the same input reaches 48 %, at a similar
+    step time on a shared 2-core CPU.
     """
     defaults: dict[str, object] = {
         "backbone": "narrow_x2",
         "freeze_stem": False,
         "embedding_learn_shift": False,
-        "min_size": 256,
-        "max_size": 352,
+        "min_size": 480,
+        "max_size": 640,
         "embedding_dim": 128,
         "num_labelled_ids": 16,
         "queue_size": 128,
@@ -590,7 +594,7 @@ def seqnet_small(**overrides: object) -> SeqNet:
         "rpn_post_nms_top_n_train": 128,
         "rpn_pre_nms_top_n_test": 256,
         "rpn_post_nms_top_n_test": 64,
-        "box_batch_size_per_image": 64,
+        "box_batch_size_per_image": 32,
         "box_detections_per_img": 64,
     }
     return SeqNet(**{**defaults, **overrides})  # type: ignore[arg-type]
