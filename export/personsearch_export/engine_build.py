@@ -16,9 +16,7 @@ deprecated) and has no ``BuilderFlag.FP16``. ``VERSION_COMPATIBLE`` plans need
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +30,7 @@ from personsearch_runtime.backends.engine_sidecar import (
     sidecar_path,
 )
 from personsearch_runtime.bundle import ModelSpec, file_sha256
+from personsearch_train.atomic_files import atomic_write_bytes
 
 from personsearch_export.errors import ExportError
 
@@ -125,31 +124,7 @@ def network_flags(trt: ModuleType) -> int:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON to ``path`` atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def build_engine(
@@ -213,10 +188,10 @@ def build_engine(
             f"TensorRT failed to build {onnx_path}; run with a larger --workspace-mb or see the log"
         )
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_bytes_atomic(engine_path, bytes(plan))
+    atomic_write_bytes(engine_path, bytes(plan))
     if timing_cache is not None:
         Path(timing_cache).parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     sidecar = make_sidecar(
         role=role,
         onnx_path=onnx_path,

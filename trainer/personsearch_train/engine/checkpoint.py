@@ -19,10 +19,8 @@ written last, so a crash leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from personsearch_train.atomic_files import atomic_replace, atomic_write_bytes
 from personsearch_train.errors import TrainerError
 
 __all__ = [
     "CheckpointFiles",
-    "atomic_write_bytes",
     "capture_rng_state",
     "find_checkpoint",
     "load_metadata",
@@ -62,47 +60,6 @@ class CheckpointFiles:
     def exists(self) -> bool:
         """True when the weights and metadata are both present."""
         return self.weights.is_file() and self.metadata.is_file()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, writer: Any) -> None:
-    """Call ``writer(tmp_path)``, fsync the file, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-
-    _atomic_write(path, write)
 
 
 def versions() -> dict[str, str]:
@@ -180,11 +137,15 @@ def save_checkpoint(
     meta["format_version"] = FORMAT_VERSION
     meta.setdefault("versions", versions())
     meta["resumable"] = resume_state is not None
-    _atomic_write(files.weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    with atomic_replace(files.weights, sync_dir=True) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     if resume_state is not None:
-        _atomic_write(files.state, lambda tmp: torch.save(resume_state, tmp))
+        with atomic_replace(files.state, sync_dir=True) as tmp:
+            torch.save(resume_state, tmp)
     atomic_write_bytes(
-        files.metadata, json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode()
+        files.metadata,
+        json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode(),
+        sync_dir=True,
     )
     return files
 

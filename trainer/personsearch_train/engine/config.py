@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.errors import ConfigError
 
 __all__ = [
@@ -447,7 +448,5 @@ def check_paths(cfg: ExperimentConfig) -> None:
 
 def dump_config(cfg: ExperimentConfig, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from personsearch_train.engine.checkpoint import atomic_write_bytes
-
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    atomic_write_bytes(Path(path), text.encode("utf-8"))
+    atomic_write_bytes(Path(path), text.encode("utf-8"), sync_dir=True)

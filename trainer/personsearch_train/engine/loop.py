@@ -38,12 +38,12 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.data.samplers import GroupedBatchSampler
 from personsearch_train.data.structures import PersonSearchSplit
 from personsearch_train.data.torch_dataset import PersonSearchTrainDataset, collate_batch
 from personsearch_train.engine.checkpoint import (
     CheckpointFiles,
-    atomic_write_bytes,
     capture_rng_state,
     load_metadata,
     load_resume_state,
@@ -326,7 +326,7 @@ class Trainer:
             return
         # Steps logged after the checkpoint (a crash between checkpoints) are redone.
         lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= keep_steps]
-        atomic_write_bytes(log, "".join(ln + "\n" for ln in lines).encode("utf-8"))
+        atomic_write_bytes(log, "".join(ln + "\n" for ln in lines).encode("utf-8"), sync_dir=True)
 
     def _open_writer(self) -> Any:
         if not self.dist.is_main:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,21 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen before pyplot loads
 import numpy as np  # noqa: E402
 
+from personsearch_train.atomic_files import atomic_replace  # noqa: E402
+
 __all__ = ["plot_cmc", "plot_gallery_size_curve"]
 
 
 def _save_atomically(figure: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_replace(path) as tmp, open(tmp, "wb") as handle:
             figure.savefig(handle, format=(path.suffix.lstrip(".") or "png"), dpi=120, bbox_inches="tight")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         plt.close(figure)
     return path

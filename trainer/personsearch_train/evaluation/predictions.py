@@ -34,7 +34,6 @@ checked on construction and on loading; a problem raises
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from personsearch_train.atomic_files import atomic_replace
 from personsearch_train.data.structures import PersonSearchSplit
 from personsearch_train.errors import PredictionsFormatError
 
@@ -401,20 +401,12 @@ class SearchPredictions:
             The path written.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {key: getattr(self, key) for key in _REQUIRED_KEYS}
         if self.has_query_context:
             arrays.update({key: getattr(self, key) for key in _CONTEXT_KEYS})
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, allow_pickle=False, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Through a handle: given a name, np.savez would append ".npz" to the temporary one.
+        with atomic_replace(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, allow_pickle=False, **arrays)
         return path
 
     @classmethod

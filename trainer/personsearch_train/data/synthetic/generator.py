@@ -42,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.data.synthetic.identities import (
     Identity,
     confusable_twin,
@@ -53,7 +54,6 @@ from personsearch_train.data.synthetic.scenes import ScenePlan, render_scene
 from personsearch_train.data.synthetic.truth import PedesTruth, PersonSearchTruth, QueryTruth, SceneTruth
 from personsearch_train.data.synthetic.writers import (
     PRW_BOX_VARIABLES,
-    atomic_write_bytes,
     encode_jpeg,
     write_coco,
     write_cuhk_sysu,

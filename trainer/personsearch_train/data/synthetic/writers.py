@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,11 @@ import cv2
 import numpy as np
 import scipy.io
 
+from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.data.synthetic.truth import PedesTruth, PersonSearchTruth, QueryTruth, SceneTruth
 
 __all__ = [
     "PRW_BOX_VARIABLES",
-    "atomic_write_bytes",
     "encode_jpeg",
     "write_coco",
     "write_cuhk_sysu",
@@ -47,31 +45,6 @@ __all__ = [
 PRW_BOX_VARIABLES: tuple[str, ...] = ("box_new", "anno_file", "anno_previous")
 
 _MAT_HEADER_LENGTH = 116  # descriptive text at the start of a MATLAB 5 file
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
-
-    Args:
-        path: Destination file; its folder is created if needed.
-        data: File contents.
-        sync: fsync the temporary file before the rename (set False only for
-            bulk image files, where a crash leaves at worst a missing image, never a
-            half-written one).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
