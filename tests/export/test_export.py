@@ -96,6 +96,27 @@ class _Pool(torch.nn.Module):
         return roi_align_onnx(features, rois, batch_indices, self.roi)
 
 
+def test_striped_reid_head_exports_with_static_slices():
+    """Stripe pooling over 7 res5 rows (bands overlap) exports and matches PyTorch in ORT."""
+    from personsearch_export.adapters import ReidHeadAdapter
+    from personsearch_train.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("seqnet_tiny", embedding_stripes=3).eval()
+    pooled = torch.rand(5, model.backbone.out_channels, 14, 14)
+    adapter = ReidHeadAdapter(model).eval()
+    session, graph = _export(
+        adapter, (pooled,), ["pooled"], ["embeddings", "scores", "deltas"], {"pooled": {0: "R"}}
+    )
+    assert not {"AdaptiveMaxPool2d", "MaxRoiPool"} & {n.op_type for n in graph.graph.node}
+    more = torch.rand(9, *pooled.shape[1:])
+    with torch.no_grad():
+        expected = adapter(more)
+    got = session.run(None, {"pooled": more.numpy()})
+    for name, want, have in zip(("embeddings", "scores", "deltas"), expected, got, strict=True):
+        np.testing.assert_allclose(have, want.numpy(), atol=1e-5, rtol=1e-4, err_msg=name)
+
+
 @pytest.mark.parametrize("aligned, sampling_ratio", [(False, 2), (True, 2), (False, 0), (True, 0)])
 def test_roi_align_writes_every_attribute_and_matches_torchvision(aligned, sampling_ratio):
     gen = torch.Generator().manual_seed(1)

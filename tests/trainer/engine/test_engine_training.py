@@ -79,7 +79,11 @@ def test_checkpoint_contents(tmp_path: Path, tiny_splits) -> None:
     files = find_checkpoint(tmp_path / "run")
     assert files.name == "latest"  # no evaluation, so no best
     meta = load_metadata(files)
-    assert meta["model"] == {"name": "seqnet_tiny", "kwargs": {"num_labelled_ids": 6}}
+    # Every constructor argument, not just the overrides: the builder's defaults may change.
+    from personsearch_train.models import create_model
+
+    assert meta["model"]["name"] == "seqnet_tiny" and meta["model"]["kwargs"]["num_labelled_ids"] == 6
+    assert meta["model"]["kwargs"] == create_model("seqnet_tiny", num_labelled_ids=6).constructor_arguments
     assert meta["label_to_pid"] == list(range(100, 106))
     assert meta["config"]["train"]["epochs"] == 1 and "torch" in meta["versions"]
     state = load_resume_state(files)  # weights_only=True
@@ -88,6 +92,33 @@ def test_checkpoint_contents(tmp_path: Path, tiny_splits) -> None:
     assert not list((tmp_path / "run").glob("*.tmp"))
     with pytest.raises(TrainerError, match="no checkpoint"):
         find_checkpoint(tmp_path)
+
+
+def test_checkpoint_survives_a_change_of_builder_defaults(tmp_path: Path, tiny_splits, monkeypatch) -> None:
+    from personsearch_train.models import registry, seqnet
+
+    train, _ = tiny_splits
+    cfg = tiny_cfg(tmp_path, epochs=1, max_iters_per_epoch=1)
+    Trainer(cfg, run_dir=tmp_path / "run", train_split=train, progress=False).fit()
+    saved, _ = load_model_from_checkpoint(tmp_path / "run")
+    # A later version widens the embedding and stripes head 2 by default.
+    monkeypatch.setitem(
+        registry._BUILDERS,
+        "seqnet_tiny",
+        lambda **kw: seqnet.seqnet_tiny(**{"embedding_dim": 32, "embedding_stripes": 2, **kw}),
+    )
+    rebuilt, _ = load_model_from_checkpoint(tmp_path / "run")
+    assert rebuilt.embedding_dim == saved.embedding_dim == 64 and rebuilt.reid_head.stripes == 1
+    for (name, x), (_, y) in zip(saved.state_dict().items(), rebuilt.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+    # Metadata that describes another architecture is refused with the shapes named.
+    meta_path = find_checkpoint(tmp_path / "run").metadata
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["kwargs"]["embedding_stripes"] = 2
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(TrainerError, match=r"other shapes .*embedding\.projections\.0\.0\.weight"):
+        load_model_from_checkpoint(tmp_path / "run")
 
 
 def test_evaluation_writes_predictions_and_best(tmp_path: Path, tiny_splits) -> None:

@@ -1,8 +1,12 @@
-"""NAE, BN-neck regressor, box coder and RoI sampler."""
+"""NAE, stripe pooling, BN-neck regressor, box coder and RoI sampler."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
+from personsearch_train.models import create_model
+from personsearch_train.models.backbone import stripe_max_pool
 from personsearch_train.models.box_coding import BoxCoder
 from personsearch_train.models.heads import BNNeckBoxRegressor, NormAwareEmbedding
 from personsearch_train.models.roi_sampling import RoISampler
@@ -112,3 +116,35 @@ def test_seqnet_builders_fix_the_nae_shift_for_from_scratch_variants() -> None:
         assert model.embedding.learn_shift is learns, name
         # A random stem must train; the paper freezes only an ImageNet-initialised one.
         assert model.backbone.conv1.weight.requires_grad is not learns, name
+
+
+@pytest.mark.parametrize("height", [5, 7, 14])
+@pytest.mark.parametrize("stripes", [1, 2, 3, 4])
+def test_stripe_max_pool_matches_adaptive_max_pooling(height: int, stripes: int) -> None:
+    features = torch.randn(3, 6, height, 5, generator=torch.Generator().manual_seed(height + stripes))
+    expected = F.adaptive_max_pool2d(features, (stripes, 1)).flatten(1)
+    assert torch.equal(stripe_max_pool(features, stripes), expected)
+
+
+def test_stripe_max_pool_refuses_more_stripes_than_rows() -> None:
+    with pytest.raises(ValueError, match="3 rows into 4 stripes"):
+        stripe_max_pool(torch.zeros(1, 2, 3, 3), 4)
+
+
+def test_striped_reid_head_tells_top_from_bottom() -> None:
+    """Swapping the upper and lower halves of a RoI changes a striped embedding only."""
+    torch.manual_seed(0)
+    pooled = torch.rand(1, 32, 14, 14)
+    swapped = torch.cat([pooled[:, :, 7:], pooled[:, :, :7]], dim=2)
+    for stripes, should_differ in ((1, False), (2, True)):
+        model = create_model("seqnet_tiny", embedding_stripes=stripes).eval()
+        # A 1x1 layer4 keeps each row's features in its row, so only the pooling can mix them.
+        model.reid_head.layer4 = torch.nn.Conv2d(32, 64, kernel_size=1)
+        with torch.no_grad():
+            a, _, deltas = model.reid_head_outputs(pooled)
+            b, _, swapped_deltas = model.reid_head_outputs(swapped)
+            # The box regressor sees the global maximum whatever the stripes.
+            global_res5 = model.reid_head.layer4(pooled).amax(dim=(2, 3))
+            torch.testing.assert_close(deltas, model.reid_regressor(global_res5))
+        torch.testing.assert_close(deltas, swapped_deltas)
+        assert (not torch.allclose(a, b, atol=1e-4)) == should_differ

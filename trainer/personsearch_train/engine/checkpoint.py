@@ -205,6 +205,19 @@ def load_metadata(files: CheckpointFiles) -> dict[str, Any]:
 def load_weights(model: torch.nn.Module, files: CheckpointFiles, *, strict: bool = True) -> None:
     """Load a checkpoint's safetensors weights into ``model`` (in place)."""
     state = load_file(str(files.weights))
+    own = model.state_dict()
+    mismatched = [
+        f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}"
+        for key, value in state.items()
+        if key in own and value.shape != own[key].shape
+    ]
+    if mismatched:
+        raise TrainerError(
+            f"{files.weights}: weights have other shapes than the model built from the metadata "
+            f"({len(mismatched)} tensors, e.g. {'; '.join(mismatched[:3])}). The checkpoint was saved "
+            "by a version whose model defaults differ; pass the old sizes in its metadata's "
+            "model.kwargs, or re-train"
+        )
     result = model.load_state_dict(state, strict=strict)
     if strict and (result.missing_keys or result.unexpected_keys):
         raise TrainerError(f"{files.weights}: weights do not match the model: {result}")

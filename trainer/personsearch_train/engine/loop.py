@@ -251,7 +251,12 @@ class Trainer:
     def _metadata(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         return {
             "config": config_to_dict(self.cfg),
-            "model": {"name": self.cfg.model.name, "kwargs": self.model_kwargs},
+            # The full argument list where the model has one, so the checkpoint keeps
+            # describing this architecture if a builder's defaults change later.
+            "model": {
+                "name": self.cfg.model.name,
+                "kwargs": getattr(self.model, "constructor_arguments", self.model_kwargs),
+            },
             "dataset": {"name": self.cfg.data.dataset, "root": str(self.cfg.data.root)},
             "label_to_pid": self.train_split.label_to_pid.tolist(),
             "epoch": self.epoch,

@@ -2,8 +2,9 @@
 
 The trunk is ``conv1 ... layer3`` (stride 16) and the head is ``layer4`` followed by
 global *max* pooling of both its input and its output (methods.md section 1.1 items
-2 and 5). Networks come from ``torchvision.models.resnet*`` built with
-``weights=None``: nothing is downloaded; pretrained weights are loaded explicitly with
+2 and 5), or, for a re-id head, max pooling over horizontal stripes. Networks come
+from ``torchvision.models.resnet*`` built with ``weights=None``: nothing is downloaded;
+pretrained weights are loaded explicitly with
 :func:`personsearch_train.models.weights.load_backbone_weights`.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
-__all__ = ["BACKBONES", "Res4Trunk", "Res5Head", "build_resnet", "narrow_resnet"]
+__all__ = ["BACKBONES", "Res4Trunk", "Res5Head", "build_resnet", "narrow_resnet", "stripe_max_pool"]
 
 
 def narrow_resnet(widths: tuple[int, int, int, int] = (8, 16, 32, 64)) -> nn.Module:
@@ -98,31 +100,66 @@ class Res4Trunk(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
+def stripe_max_pool(features: Tensor, stripes: int) -> Tensor:
+    """Max-pool a feature map over ``stripes`` horizontal bands of its rows.
+
+    Band ``i`` spans rows ``floor(i * H / S)`` to ``ceil((i + 1) * H / S)`` (the bins of
+    ``adaptive_max_pool2d(x, (S, 1))``, which overlap by a row when ``S`` does not divide
+    ``H``). Written as static slices rather than with the adaptive op because the
+    TorchScript ONNX exporter only exports adaptive pooling when the sizes divide.
+
+    Args:
+        features: ``[K, C, H, W]`` float map with ``H >= stripes``.
+        stripes: Number of bands ``S`` (1 is global max pooling).
+
+    Returns:
+        ``[K, C * S]`` float, channel-major (channel ``c`` of band ``i`` at ``c * S + i``).
+    """
+    if stripes == 1:
+        return features.amax(dim=(2, 3))
+    height = int(features.shape[2])
+    if height < stripes:
+        raise ValueError(f"cannot pool {height} rows into {stripes} stripes")
+    bands = [
+        features[:, :, (i * height) // stripes : -((-(i + 1) * height) // stripes)].amax(dim=(2, 3))
+        for i in range(stripes)
+    ]
+    return torch.stack(bands, dim=2).flatten(1)
+
+
 class Res5Head(nn.Module):
     """ResNet ``layer4`` on pooled RoIs, returning both max-pooled feature vectors.
 
     Args:
         layer4: The fourth ResNet stage (stride 2).
         in_channels: Channels of the RoI features it receives (``feat_res4``).
+        stripes: Horizontal bands each map is max-pooled over (see
+            :func:`stripe_max_pool`). SeqNet pools globally (1). A re-id head may use
+            more, so that "red top over blue trousers" and "blue top over red trousers"
+            stay apart; with 1, only a receptive field spanning both can tell them apart.
     """
 
-    def __init__(self, layer4: nn.Sequential, *, in_channels: int) -> None:
+    def __init__(self, layer4: nn.Sequential, *, in_channels: int, stripes: int = 1) -> None:
         super().__init__()
+        if stripes < 1:
+            raise ValueError(f"stripes must be >= 1, got {stripes}")
         self.layer4 = layer4
         self.in_channels = int(in_channels)
         self.out_channels = _out_channels(layer4)
+        self.stripes = int(stripes)
 
     def forward(self, rois: Tensor) -> tuple[Tensor, Tensor]:
-        """Run ``layer4`` and global-max-pool its input and output.
+        """Run ``layer4`` and max-pool its input and output.
 
         Args:
             rois: ``[K, C4, S, S]`` float RoI features (S = 14 in SeqNet).
 
         Returns:
-            ``feat_res4`` ``[K, C4]`` and ``feat_res5`` ``[K, C5]``, both float.
+            ``feat_res4`` ``[K, C4 * stripes]`` and ``feat_res5`` ``[K, C5 * stripes]``,
+            both float (``[K, C4]`` and ``[K, C5]`` with global pooling).
         """
         res5 = self.layer4(rois)
-        return rois.amax(dim=(2, 3)), res5.amax(dim=(2, 3))
+        return stripe_max_pool(rois, self.stripes), stripe_max_pool(res5, self.stripes)
 
 
 def build_resnet(name: str, *, freeze_stem: bool = True) -> tuple[Res4Trunk, Res5Head]:
