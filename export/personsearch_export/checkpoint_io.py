@@ -46,7 +46,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         CheckpointError: Missing files, unreadable metadata or weights (corrupt file),
             a model the exporter cannot export, or weights that belong to another model.
     """
-    from personsearch_train.engine.checkpoint import find_checkpoint, load_metadata
+    from personsearch_train.engine.checkpoint import find_checkpoint, load_metadata, weight_mismatches
     from personsearch_train.errors import TrainerError
     from personsearch_train.models import SeqNet, create_model
     from safetensors.torch import load_file
@@ -75,20 +75,8 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
             f"{files.weights} is not a readable safetensors file ({exc}); the checkpoint is corrupt or "
             "truncated - copy it again or re-save it from training"
         ) from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong_shape:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong_shape:
-            k = wrong_shape[0]
-            shapes = f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-            details.append(f"{len(wrong_shape)} with other shapes (e.g. {k}: {shapes})")
+    details = weight_mismatches(model.state_dict(), state)
+    if details:
         raise CheckpointError(
             f"{files.weights}: the weights do not belong to model {name!r} "
             f"described in {files.metadata.name} "

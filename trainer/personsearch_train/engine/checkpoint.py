@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import platform
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "versions",
+    "weight_mismatches",
 ]
 
 FORMAT_VERSION = 1
@@ -202,25 +204,50 @@ def load_metadata(files: CheckpointFiles) -> dict[str, Any]:
     return meta
 
 
-def load_weights(model: torch.nn.Module, files: CheckpointFiles, *, strict: bool = True) -> None:
-    """Load a checkpoint's safetensors weights into ``model`` (in place)."""
+def weight_mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """How a state dict read from a file differs from the one a model expects.
+
+    Args:
+        expected: The model's ``state_dict()``.
+        found: The tensors read from the weights file.
+
+    Returns:
+        Short phrases, one per kind of difference (keys missing from the file, keys the
+        model does not have, tensors of another shape), each with a count and an
+        example; empty when the file fits the model exactly.
+    """
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong_shape = sorted(
+        k for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape)
+    )
+    details = []
+    if missing:
+        details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong_shape:
+        key = wrong_shape[0]
+        shapes = f"file {tuple(found[key].shape)} vs model {tuple(expected[key].shape)}"
+        details.append(f"{len(wrong_shape)} with other shapes (e.g. {key}: {shapes})")
+    return details
+
+
+def load_weights(model: torch.nn.Module, files: CheckpointFiles) -> None:
+    """Load a checkpoint's safetensors weights into ``model`` (in place).
+
+    Raises:
+        TrainerError: If the file's tensors are not exactly the model's (names and shapes).
+    """
     state = load_file(str(files.weights))
-    own = model.state_dict()
-    mismatched = [
-        f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}"
-        for key, value in state.items()
-        if key in own and value.shape != own[key].shape
-    ]
-    if mismatched:
+    details = weight_mismatches(model.state_dict(), state)
+    if details:
         raise TrainerError(
-            f"{files.weights}: weights have other shapes than the model built from the metadata "
-            f"({len(mismatched)} tensors, e.g. {'; '.join(mismatched[:3])}). The checkpoint was saved "
-            "by a version whose model defaults differ; pass the old sizes in its metadata's "
-            "model.kwargs, or re-train"
+            f"{files.weights}: weights do not match the model built from {files.metadata.name} "
+            f"({'; '.join(details)}). If the checkpoint was saved by a version whose model "
+            "defaults differ, pass the old sizes in its metadata's model.kwargs, or re-train"
         )
-    result = model.load_state_dict(state, strict=strict)
-    if strict and (result.missing_keys or result.unexpected_keys):
-        raise TrainerError(f"{files.weights}: weights do not match the model: {result}")
+    model.load_state_dict(state, strict=True)
 
 
 def load_resume_state(files: CheckpointFiles) -> dict[str, Any]:
