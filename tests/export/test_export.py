@@ -323,3 +323,23 @@ def test_evaluation_from_onnx_runtime_matches_pytorch(exported, tmp_path):
         got = evaluate_search(split, onnx_pred, gallery_size=gallery_size)
         assert abs(ref.mean_ap - got.mean_ap) <= 1e-3
         assert abs(ref.top(1) - got.top(1)) <= 1e-3
+
+
+@pytest.mark.slow
+def test_stride_8_model_exports_with_its_roi_scale_and_parity(tmp_path):
+    """A dilated-trunk model (res4 at stride 8) exports; RoIAlign and anchors follow the stride."""
+    from personsearch_export.exporter import export_bundle
+    from personsearch_runtime.bundle import Bundle
+    from personsearch_train.models import create_model
+
+    torch.manual_seed(0)
+    kwargs = {"box_score_thresh": 0.3, "res4_stride": 8}
+    _save(tmp_path / "ckpt", "seqnet_tiny", create_model("seqnet_tiny", **kwargs).eval(), kwargs)
+    report = export_bundle(
+        tmp_path / "ckpt", tmp_path / "bundle", opset=17, max_detections=20, parity_cases=1
+    )
+    assert report["passed"], report
+    assert report["compared_detections"] > 20
+    manifest = Bundle.load(tmp_path / "bundle").manifest
+    assert manifest.split.box_roi_align.spatial_scale == pytest.approx(1 / 8)
+    assert manifest.split.reid_roi_align.spatial_scale == pytest.approx(1 / 8)

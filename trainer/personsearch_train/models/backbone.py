@@ -1,10 +1,10 @@
 """ResNet split SeqNet-style: a res4 trunk for the whole image and a res5 head per RoI.
 
-The trunk is ``conv1 ... layer3`` (stride 16) and the head is ``layer4`` followed by
-global *max* pooling of both its input and its output (methods.md section 1.1 items
-2 and 5), or, for a re-id head, max pooling over horizontal stripes. Networks come
-from ``torchvision.models.resnet*`` built with ``weights=None``: nothing is downloaded;
-pretrained weights are loaded explicitly with
+The trunk is ``conv1 ... layer3`` (stride 16, or 8 with ``layer3`` dilated) and the
+head is ``layer4`` followed by global *max* pooling of both its input and its output
+(methods.md section 1.1 items 2 and 5), or, for a re-id head, max pooling over
+horizontal stripes. Networks come from ``torchvision.models.resnet*`` built with
+``weights=None``: nothing is downloaded; pretrained weights are loaded explicitly with
 :func:`personsearch_train.models.weights.load_backbone_weights`.
 """
 
@@ -17,7 +17,15 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
-__all__ = ["BACKBONES", "Res4Trunk", "Res5Head", "build_resnet", "narrow_resnet", "stripe_max_pool"]
+__all__ = [
+    "BACKBONES",
+    "Res4Trunk",
+    "Res5Head",
+    "build_resnet",
+    "dilate_stage",
+    "narrow_resnet",
+    "stripe_max_pool",
+]
 
 
 def narrow_resnet(widths: tuple[int, int, int, int] = (8, 16, 32, 64)) -> nn.Module:
@@ -71,17 +79,54 @@ def _out_channels(stage: nn.Sequential) -> int:
     return int(bn.num_features)
 
 
+def dilate_stage(stage: nn.Sequential) -> None:
+    """Trade a ResNet stage's stride 2 for dilation 2, in place, keeping its weights' shapes.
+
+    The stage's strided convolution and its shortcut's 1x1 projection get stride 1; the
+    3x3 convolutions of the second and later blocks get dilation 2 so their receptive
+    field in input pixels stays what it was (torchvision's ``replace_stride_with_dilation``
+    rule, which its :class:`~torchvision.models.resnet.BasicBlock` does not support).
+
+    Args:
+        stage: A ResNet stage (``nn.Sequential`` of basic or bottleneck blocks) whose
+            first block has stride 2.
+
+    Raises:
+        ValueError: if the stage has no stride-2 convolution.
+    """
+    strided = [m for m in stage[0].modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    if not strided:
+        raise ValueError("the stage has no stride-2 convolution to dilate")
+    for conv in strided:
+        conv.stride = (1, 1)
+    for block in list(stage)[1:]:
+        for conv in block.modules():
+            if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3):
+                conv.dilation, conv.padding = (2, 2), (2, 2)
+
+
 class Res4Trunk(nn.Module):
-    """ResNet ``conv1 ... layer3``: image to the stride-16 ``feat_res4`` map.
+    """ResNet ``conv1 ... layer3``: image to the ``feat_res4`` map (stride 16, or 8 dilated).
 
     Args:
         resnet: A torchvision-layout ResNet; its stem and first three stages are reused.
         freeze_stem: Freeze ``conv1.weight``, ``bn1.weight`` and ``bn1.bias`` as SeqNet
             does. The stem BN still updates its running statistics in training mode.
+        stride: Output stride, 16 (SeqNet) or 8: ``layer3`` then trades its stride for
+            dilation (:func:`dilate_stage`), so RoIs are pooled from a map twice as fine
+            at the same weights; small people cover four times as many cells.
+
+    Attributes:
+        stride: The output stride (image pixels per ``feat_res4`` cell).
     """
 
-    def __init__(self, resnet: nn.Module, *, freeze_stem: bool = True) -> None:
+    def __init__(self, resnet: nn.Module, *, freeze_stem: bool = True, stride: int = 16) -> None:
         super().__init__()
+        if stride not in (8, 16):
+            raise ValueError(f"res4 stride must be 16 or 8, got {stride}")
+        if stride == 8:
+            dilate_stage(resnet.layer3)
+        self.stride = int(stride)
         self.conv1 = resnet.conv1
         self.bn1 = resnet.bn1
         self.relu = resnet.relu
@@ -95,7 +140,7 @@ class Res4Trunk(nn.Module):
                 parameter.requires_grad_(False)
 
     def forward(self, images: Tensor) -> Tensor:
-        """Args: images ``[B, 3, H, W]`` normalised. Returns ``[B, C4, H/16, W/16]``."""
+        """Args: images ``[B, 3, H, W]`` normalised. Returns ``[B, C4, H/stride, W/stride]``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         return self.layer3(self.layer2(self.layer1(x)))
 
@@ -162,12 +207,13 @@ class Res5Head(nn.Module):
         return stripe_max_pool(rois, self.stripes), stripe_max_pool(res5, self.stripes)
 
 
-def build_resnet(name: str, *, freeze_stem: bool = True) -> tuple[Res4Trunk, Res5Head]:
+def build_resnet(name: str, *, freeze_stem: bool = True, res4_stride: int = 16) -> tuple[Res4Trunk, Res5Head]:
     """Build the trunk and res5 head of a named ResNet with random weights.
 
     Args:
         name: A key of :data:`BACKBONES` (``resnet18``, ``resnet50``, ``narrow`` ...).
         freeze_stem: See :class:`Res4Trunk`.
+        res4_stride: The trunk's output stride, 16 or 8 (see :class:`Res4Trunk`).
 
     Returns:
         ``(trunk, res5_head)``; the head owns the network's ``layer4``.
@@ -178,5 +224,5 @@ def build_resnet(name: str, *, freeze_stem: bool = True) -> tuple[Res4Trunk, Res
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
     resnet = BACKBONES[name]()
-    trunk = Res4Trunk(resnet, freeze_stem=freeze_stem)
+    trunk = Res4Trunk(resnet, freeze_stem=freeze_stem, stride=res4_stride)
     return trunk, Res5Head(resnet.layer4, in_channels=trunk.out_channels)

@@ -6,7 +6,7 @@ Composition (each piece a submodule, so a split export can call them one by one)
     torchvision ``GeneralizedRCNNTransform``: ImageNet normalisation, resize so the
     short side is ``min_size`` (long side at most ``max_size``), pad into a batch.
 ``backbone``
-    ResNet ``conv1 ... layer3`` (:class:`~.backbone.Res4Trunk`), stride 16.
+    ResNet ``conv1 ... layer3`` (:class:`~.backbone.Res4Trunk`), stride 16 (or 8, dilated).
 ``rpn``
     torchvision ``RegionProposalNetwork`` on the single res4 level.
 ``roi_align``
@@ -103,6 +103,9 @@ class SeqNet(nn.Module):
         embedding_stripes: Horizontal stripes head 2 max-pools its res4 and res5 maps
             over before the NAE (SeqNet: 1, global pooling); see
             :class:`~.backbone.Res5Head`. Its box regressor always sees the global maximum.
+        res4_stride: Output stride of the res4 trunk (SeqNet: 16). 8 dilates ``layer3``
+            instead of striding it (:class:`~.backbone.Res4Trunk`): same weights, RoIs
+            pooled from a map twice as fine, at four times the ``layer3`` and RPN cost.
         oim_scale: OIM logit scale (30).
         oim_momentum: OIM lookup-table momentum (0.5).
         min_size: Short side after resizing (SeqNet: 900).
@@ -149,6 +152,7 @@ class SeqNet(nn.Module):
         embedding_dim: int = 256,
         embedding_learn_shift: bool = True,
         embedding_stripes: int = 1,
+        res4_stride: int = 16,
         oim_scale: float = 30.0,
         oim_momentum: float = 0.5,
         min_size: int = 900,
@@ -200,7 +204,7 @@ class SeqNet(nn.Module):
         self.transform = GeneralizedRCNNTransform(
             min_size=min_size, max_size=max_size, image_mean=list(image_mean), image_std=list(image_std)
         )
-        self.backbone, box_head = build_resnet(backbone, freeze_stem=freeze_stem)
+        self.backbone, box_head = build_resnet(backbone, freeze_stem=freeze_stem, res4_stride=res4_stride)
         c4, c5 = box_head.in_channels, box_head.out_channels
 
         anchor_generator = AnchorGenerator(
@@ -217,10 +221,9 @@ class SeqNet(nn.Module):
             post_nms_top_n={"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
             nms_thresh=rpn_nms_thresh,
         )
-        # res4 is stride 16 for every ResNet in BACKBONES.
         self.roi_align = RoIAlign(
             output_size=roi_output_size,
-            spatial_scale=1.0 / 16,
+            spatial_scale=1.0 / self.backbone.stride,
             sampling_ratio=roi_sampling_ratio,
             aligned=roi_aligned,
         )
@@ -259,7 +262,7 @@ class SeqNet(nn.Module):
             batch: ``[B, 3, H, W]`` float, normalised (output of ``transform``).
 
         Returns:
-            ``[B, C4, H/16, W/16]`` float ``feat_res4``.
+            ``[B, C4, H/s, W/s]`` float ``feat_res4``.
         """
         return self.backbone(batch)
 
