@@ -215,7 +215,10 @@ def test_bad_inputs_give_one_clear_message(
 
 
 _SLOW_INDEX = """
-import sys, time
+import signal, sys, time
+# A shell that starts the test run in the background ignores SIGINT for its children, and
+# Python then installs no KeyboardInterrupt handler; the test needs Ctrl-C's behaviour.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from personsearch_runtime import detection
 original = detection.OneGraphDetector.__call__
 def slow(self, batch, image_sizes=None):
