@@ -72,6 +72,39 @@ def test_resume_is_bit_exact_on_cpu(tmp_path: Path, tiny_splits) -> None:
     assert [r["step"] for r in log] == [1, 2, 3, 4]
 
 
+def test_channels_last_trains_the_same_and_saves_ordinary_layout(tmp_path: Path, tiny_splits) -> None:
+    train, _ = tiny_splits
+    # One epoch of 3 steps: later on, rounding differences flip which proposals rank
+    # in the top-k and which RoIs are sampled, and the two runs part ways by chance.
+    plain = Trainer(
+        tiny_cfg(tmp_path, epochs=1), run_dir=tmp_path / "plain", train_split=train, progress=False
+    )
+    nhwc = Trainer(
+        tiny_cfg(tmp_path, epochs=1, channels_last=True),
+        run_dir=tmp_path / "nhwc",
+        train_split=train,
+        progress=False,
+    )
+    a, b = plain.fit(), nhwc.fit()
+    conv_weights = [p for p in nhwc.model.parameters() if p.dim() == 4]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    assert not all(p.is_contiguous() for p in conv_weights)  # the option really changed the layout
+    # Same arithmetic in another summation order: float32 rounding only (stated
+    # tolerance 1e-3 relative, measured differences up to 2e-4).
+    assert len(a.steps) == len(b.steps) == 3
+    for x, y in zip(losses_of(a), losses_of(b), strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert y[key] == pytest.approx(x[key], rel=1e-3, abs=1e-4), key
+    # The checkpoint loads into an ordinary model and holds the trained weights.
+    model, _ = load_model_from_checkpoint(tmp_path / "nhwc", prefer="latest")
+    for (name, saved), trained in zip(
+        model.state_dict().items(), nhwc.model.state_dict().values(), strict=True
+    ):
+        assert saved.is_contiguous(), name
+        assert torch.equal(saved, trained.cpu()), name
+
+
 def test_checkpoint_contents(tmp_path: Path, tiny_splits) -> None:
     train, _ = tiny_splits
     cfg = tiny_cfg(tmp_path, epochs=1, max_iters_per_epoch=1)
