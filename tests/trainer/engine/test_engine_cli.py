@@ -107,12 +107,15 @@ def test_instant_recipe_end_to_end(tmp_path: Path) -> None:
         )
     )
     assert code == 0
-    meta = load_metadata(find_checkpoint(out))
     # 20 epochs x 30 steps: the tiny preset has 60 CUHK-SYSU training images, batch 2.
-    assert meta["global_step"] == 600 and 0.0 <= meta["metrics"]["mAP"] <= 1.0
+    assert load_metadata(find_checkpoint(out, prefer="latest"))["global_step"] == 600
+    # "best" is whichever of the epoch-10 and epoch-20 evaluations scored higher (the
+    # first on a tie); which one depends on the CPU's float rounding.
+    meta = load_metadata(find_checkpoint(out))
+    assert meta["global_step"] in (300, 600) and 0.0 <= meta["metrics"]["mAP"] <= 1.0
     assert (out / "config.yaml").is_file() and list((out / "predictions").glob("*.npz"))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[-1]["mAP"] == meta["metrics"]["mAP"]
+    assert len(metrics) == 2 and max(m["mAP"] for m in metrics) == meta["metrics"]["mAP"]
     # personsearch eval --checkpoint reruns the best model: same numbers as the in-training evaluation.
     from personsearch_train.commands import evaluate as eval_cmd
     from personsearch_train.evaluation.predictions import SearchPredictions
