@@ -12,27 +12,40 @@ single head, which separates the cost of the architecture (a ResNet stage per Ro
 which an FPN's two-layer MLP head does not pay) from the cost of our implementation.
 The models are timed in interleaved rounds, so drift in machine load hits all alike.
 
+All three run at the precision and memory layout our trainer uses for the SeqNet
+recipes: autocast to the dtype ``personsearch_train.engine.precision`` picks for the
+device (bfloat16 on CUDA and on CPUs with native bfloat16, else float32) and
+channels-last weights. ``--no-amp`` and ``--no-channels-last`` time float32 and the
+ordinary layout instead. Each model's convolution and matrix FLOPs per training image
+(forward and backward, counted by ``torch.utils.flop_counter``) are printed beside its
+speed: the ratio of FLOPs is what the architectures cost, and GFLOP/s shows how well
+each implementation turns them into speed.
+
 The ratio depends on resolution: the C4 head costs a fixed amount per RoI, while the
 FPN's extra levels, its 256-channel output convolutions and its RPN over five levels
 grow with the pixel count. The default is the resolution the SeqNet recipes train at
 (short side 900, long side at most 1500; CUHK-SYSU-like 600x800 inputs upscaled); pass
-``--min-size 320 --max-size 480`` for a small-image comparison.
+``--min-size 320 --max-size 480`` for a small-image comparison, ``--height 1080 --width 1920``
+for PRW-sized frames.
 
 Example:
-    nice -n 10 python benchmarks/train_throughput.py --depth 18 --threads 1 --steps 2 --rounds 3
+    python benchmarks/train_throughput.py --depth 50 --batch 1 --threads 2 --steps 3 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torchvision
+from personsearch_train.engine.precision import autocast_dtype
 from personsearch_train.models import create_model
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -124,17 +137,35 @@ def _torchvision_c4(depth: int, min_size: int, max_size: int) -> tuple[nn.Module
     return model, step
 
 
-def _time_steps(model: nn.Module, step: Callable, batches: list, device: torch.device) -> float:
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _time_steps(
+    model: nn.Module, step: Callable, batches: list, device: torch.device, dtype: torch.dtype | None
+) -> float:
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     start = time.perf_counter()
     for images, targets in batches:
-        loss = step(images, targets)
+        with _autocast(device, dtype):
+            loss = step(images, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+def _training_flops(model: nn.Module, step: Callable, batch: tuple) -> int:
+    """Convolution and matrix FLOPs of one forward and backward pass (no update)."""
+    with FlopCounterMode(display=False) as counter:
+        loss = step(*batch)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def main() -> int:
@@ -156,6 +187,18 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="autocast as the trainer does with train.amp (default: on)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels-last weights, as the SeqNet recipes' train.channels_last (default: on)",
+    )
     args = parser.parse_args()
 
     if args.threads > 0:
@@ -179,13 +222,17 @@ def main() -> int:
             args.depth, args.min_size, args.max_size
         ),
     }
+    dtype = autocast_dtype(device, enabled=args.amp)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     seconds: dict[str, list[float]] = {name: [] for name in models}
-    for model, step in models.values():
-        model.to(device).train()
-        _time_steps(model, step, batches[: args.warmup], device)
+    flops: dict[str, int] = {}
+    for name, (model, step) in models.items():
+        model.to(device, memory_format=layout).train()
+        flops[name] = _training_flops(model, step, batches[0])
+        _time_steps(model, step, batches[: args.warmup], device, dtype)
     for _ in range(args.rounds):
         for name, (model, step) in models.items():
-            seconds[name].append(_time_steps(model, step, batches[args.warmup :], device))
+            seconds[name].append(_time_steps(model, step, batches[args.warmup :], device, dtype))
 
     images_per_round = args.steps * args.batch
     rates = {name: images_per_round / statistics.median(times) for name, times in seconds.items()}
@@ -193,11 +240,15 @@ def main() -> int:
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch} "
         f"input={args.height}x{args.width} resize=({args.min_size}, {args.max_size}) "
+        f"autocast={dtype if dtype is None else str(dtype).removeprefix('torch.')} "
+        f"layout={'channels_last' if args.channels_last else 'contiguous'} "
         f"steps={args.steps} x rounds={args.rounds} (median round)"
     )
-    print(f"{'model':<48} {'images/s':>10} {'vs FPN':>7}")
+    print(f"{'model':<48} {'images/s':>10} {'vs FPN':>7} {'GFLOP/image':>12} {'GFLOP/s':>8}")
     for name, rate in rates.items():
-        print(f"{name:<48} {rate:>10.3f} {rate / baseline:>6.2f}x")
+        per_image = flops[name] / args.batch / 1e9
+        speed = f"{rate:>10.3f} {rate / baseline:>6.2f}x"
+        print(f"{name:<48} {speed} {per_image:>12.0f} {per_image * rate:>8.0f}")
     names = list(models)
     ratio_c4 = rates[names[0]] / rates[names[2]]
     print(f"ours / torchvision C4 (same per-RoI head; ours runs two such heads): {ratio_c4:.2f}x")

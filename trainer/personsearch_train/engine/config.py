@@ -142,8 +142,10 @@ class TrainConfig:
         batch_size: Images per step summed over all processes (the global batch).
         max_iters_per_epoch: If > 0, cut every epoch to this many steps (instant recipes).
         clip_grad_norm: Global L2 norm for gradient clipping; 0 disables it.
-        amp: Mixed precision where the device supports it (CUDA: bfloat16 if
-            supported, else float16 with a gradient scaler); ignored on CPU.
+        amp: Mixed precision where the device supports it: bfloat16 on CUDA (float16
+            with a gradient scaler on GPUs without bfloat16) and on CPUs with native
+            bfloat16 arithmetic (AVX512-BF16 or AMX); float32 on other CPUs, where
+            emulated bfloat16 is slower (see ``engine.precision``).
         seed: Seed of every random number generator.
         deterministic: Ask PyTorch for deterministic kernels (bit-exact resume on CPU).
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.

@@ -57,6 +57,7 @@ from personsearch_train.engine.distributed import DistInfo, all_reduce_mean, bar
 from personsearch_train.engine.hooks import TrainingHook
 from personsearch_train.engine.host_memory import retain_freed_host_memory
 from personsearch_train.engine.optim import build_optimizer, build_scheduler
+from personsearch_train.engine.precision import autocast_dtype
 from personsearch_train.errors import TrainerError
 
 __all__ = ["TrainResult", "Trainer", "load_split"]
@@ -118,13 +119,6 @@ class _TrainForward(nn.Module):
                     )
                 losses[name] = value
         return losses
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        # CPU autocast is slower than float32 for these convolutions on most CPUs.
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class Trainer:
@@ -249,7 +243,7 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, cfg.schedule, iters_per_epoch=self.iters_per_epoch, epochs=cfg.train.epochs
         )
-        self.amp_dtype = _autocast_dtype(self.device) if cfg.train.amp else None
+        self.amp_dtype = autocast_dtype(self.device, enabled=cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         # Different ranks draw different RoI samples; rank 0 keeps the seed itself.
         torch.manual_seed(cfg.train.seed + self.dist.rank)

@@ -8,7 +8,8 @@ Composition (each piece a submodule, so a split export can call them one by one)
 ``backbone``
     ResNet ``conv1 ... layer3`` (:class:`~.backbone.Res4Trunk`), stride 16 (or 8, dilated).
 ``rpn``
-    torchvision ``RegionProposalNetwork`` on the single res4 level.
+    torchvision's ``RegionProposalNetwork`` on the single res4 level
+    (:class:`~.proposals.SingleLevelRPN`: the same proposals, found with less NMS work).
 ``roi_align``
     :class:`~personsearch_train.layers.RoIAlign`, 14x14, ``aligned`` explicit.
 ``box_head`` + ``box_predictor`` (head 1)
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
 
@@ -49,6 +50,7 @@ from personsearch_train.losses.oim import OIMLoss
 from personsearch_train.models.backbone import Res5Head, build_resnet
 from personsearch_train.models.box_coding import BoxCoder
 from personsearch_train.models.heads import BNNeckBoxRegressor, NormAwareEmbedding
+from personsearch_train.models.proposals import SingleLevelRPN
 from personsearch_train.models.registry import register_model
 from personsearch_train.models.roi_sampling import RoISampler, SampledRoIs
 from personsearch_train.models.structures import Detections
@@ -210,7 +212,7 @@ class SeqNet(nn.Module):
         anchor_generator = AnchorGenerator(
             sizes=(tuple(anchor_sizes),), aspect_ratios=(tuple(anchor_ratios),)
         )
-        self.rpn = RegionProposalNetwork(
+        self.rpn = SingleLevelRPN(
             anchor_generator,
             RPNHead(c4, anchor_generator.num_anchors_per_location()[0]),
             fg_iou_thresh=rpn_fg_iou_thresh,
