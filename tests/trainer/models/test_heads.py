@@ -126,6 +126,26 @@ def test_stripe_max_pool_matches_adaptive_max_pooling(height: int, stripes: int)
     assert torch.equal(stripe_max_pool(features, stripes), expected)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("stripes", [1, 2, 7])
+def test_stripe_max_pool_sends_each_gradient_to_one_arg_max(stripes: int, channels_last: bool) -> None:
+    # Small integers after a ReLU: most maxima occur several times (zeros above all).
+    g = torch.Generator().manual_seed(stripes)
+    features = torch.randint(-3, 3, (4, 5, 14, 6), generator=g).float().relu()
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(4, 5 * stripes, generator=g)
+    ours = features.clone().requires_grad_()
+    (stripe_max_pool(ours, stripes) * upstream).sum().backward()
+    # SeqNet's pooling (stripes divide 14 here, so the bands do not overlap).
+    reference = features.clone().requires_grad_()
+    (F.adaptive_max_pool2d(reference, (stripes, 1)).flatten(1) * upstream).sum().backward()
+    assert torch.equal(ours.grad, reference.grad)
+    # One position per band and channel receives the whole gradient, not a share of it.
+    nonzero_per_band = (ours.grad != 0).reshape(4, 5, stripes, -1).sum(dim=3)
+    assert int(nonzero_per_band.max()) == 1
+
+
 def test_stripe_max_pool_refuses_more_stripes_than_rows() -> None:
     with pytest.raises(ValueError, match="3 rows into 4 stripes"):
         stripe_max_pool(torch.zeros(1, 2, 3, 3), 4)

@@ -145,13 +145,24 @@ class Res4Trunk(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
+def _global_max_pool(features: Tensor) -> Tensor:
+    # SeqNet pools with adaptive_max_pool2d(x, 1). Its backward scatters each gradient to
+    # the one arg-max, where amax's compares the whole map against the maximum and splits
+    # it among ties: on a CPU, at bfloat16 and channels-last, amax's forward and backward
+    # took 150 ms per head on seqnet_r50's 128 RoIs (1024x14x14 and 2048x7x7 maps) against
+    # 8 ms for this (benchmarks/train_throughput.py, issue 3).
+    return nn.functional.adaptive_max_pool2d(features, 1).flatten(1)
+
+
 def stripe_max_pool(features: Tensor, stripes: int) -> Tensor:
     """Max-pool a feature map over ``stripes`` horizontal bands of its rows.
 
     Band ``i`` spans rows ``floor(i * H / S)`` to ``ceil((i + 1) * H / S)`` (the bins of
     ``adaptive_max_pool2d(x, (S, 1))``, which overlap by a row when ``S`` does not divide
-    ``H``). Written as static slices rather than with the adaptive op because the
-    TorchScript ONNX exporter only exports adaptive pooling when the sizes divide.
+    ``H``). Each band is pooled globally, so the ONNX graph holds a global max-pool per
+    band: the TorchScript ONNX exporter only exports adaptive pooling when the sizes
+    divide. Where a band's maximum occurs more than once, the gradient goes to one of
+    its positions, as with ``adaptive_max_pool2d``.
 
     Args:
         features: ``[K, C, H, W]`` float map with ``H >= stripes``.
@@ -161,12 +172,12 @@ def stripe_max_pool(features: Tensor, stripes: int) -> Tensor:
         ``[K, C * S]`` float, channel-major (channel ``c`` of band ``i`` at ``c * S + i``).
     """
     if stripes == 1:
-        return features.amax(dim=(2, 3))
+        return _global_max_pool(features)
     height = int(features.shape[2])
     if height < stripes:
         raise ValueError(f"cannot pool {height} rows into {stripes} stripes")
     bands = [
-        features[:, :, (i * height) // stripes : -((-(i + 1) * height) // stripes)].amax(dim=(2, 3))
+        _global_max_pool(features[:, :, (i * height) // stripes : -((-(i + 1) * height) // stripes)])
         for i in range(stripes)
     ]
     return torch.stack(bands, dim=2).flatten(1)
