@@ -35,14 +35,13 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torchvision
-from personsearch_train.engine.precision import autocast_dtype
+from personsearch_train.engine.precision import autocast_context, autocast_dtype
 from personsearch_train.models import create_model
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -137,19 +136,13 @@ def _torchvision_c4(depth: int, min_size: int, max_size: int) -> tuple[nn.Module
     return model, step
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _time_steps(
     model: nn.Module, step: Callable, batches: list, device: torch.device, dtype: torch.dtype | None
 ) -> float:
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     start = time.perf_counter()
     for images, targets in batches:
-        with _autocast(device, dtype):
+        with autocast_context(device, dtype):
             loss = step(images, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

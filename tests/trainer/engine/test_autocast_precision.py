@@ -44,3 +44,12 @@ def test_cpu_autocasts_to_bfloat16_only_when_native(monkeypatch, native: bool) -
     assert precision.autocast_dtype(cpu) == (torch.bfloat16 if native else None)
     assert precision.autocast_dtype(cpu, enabled=False) is None
     assert precision.autocast_dtype(torch.device("meta")) is None
+
+
+def test_autocast_context_casts_only_when_given_a_dtype() -> None:
+    cpu = torch.device("cpu")
+    weight, data = torch.randn(4, 4), torch.randn(2, 4)
+    with precision.autocast_context(cpu, torch.bfloat16):
+        assert (data @ weight).dtype == torch.bfloat16
+    with precision.autocast_context(cpu, None):
+        assert (data @ weight).dtype == torch.float32

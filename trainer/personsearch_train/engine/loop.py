@@ -57,7 +57,7 @@ from personsearch_train.engine.distributed import DistInfo, all_reduce_mean, bar
 from personsearch_train.engine.hooks import TrainingHook
 from personsearch_train.engine.host_memory import retain_freed_host_memory
 from personsearch_train.engine.optim import build_optimizer, build_scheduler
-from personsearch_train.engine.precision import autocast_dtype
+from personsearch_train.engine.precision import autocast_context, autocast_dtype
 from personsearch_train.errors import TrainerError
 
 __all__ = ["TrainResult", "Trainer", "load_split"]
@@ -388,12 +388,7 @@ class Trainer:
             {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
             for t in targets
         ]
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast_context(self.device, self.amp_dtype):
             losses = self.train_module(images, targets)
         total = sum(v.float() for v in losses.values())
         if not math.isfinite(float(total.detach())):

@@ -11,13 +11,14 @@ at 1.22x the float32 steps/s and ``seqnet_r50`` at 900/1500 at 2.0x.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["autocast_dtype", "cpu_has_native_bfloat16"]
+__all__ = ["autocast_context", "autocast_dtype", "cpu_has_native_bfloat16"]
 
 # /proc/cpuinfo flags that mean the CPU multiplies bfloat16 in hardware.
 _NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -66,3 +67,18 @@ def autocast_dtype(device: torch.device, *, enabled: bool = True) -> torch.dtype
     if device.type == "cpu" and cpu_has_native_bfloat16():
         return torch.bfloat16
     return None
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op when ``dtype`` is None.
+
+    Args:
+        device: Where the model runs.
+        dtype: What :func:`autocast_dtype` returned.
+
+    Returns:
+        A context manager to run the forward pass (with its losses) under.
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
