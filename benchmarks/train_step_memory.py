@@ -36,10 +36,13 @@ if malloc == "retain":
     from personsearch_train.engine.host_memory import retain_freed_host_memory
     assert retain_freed_host_memory()
 import torch
+from personsearch_train.losses.oim import OIMLoss
+from personsearch_train.methods.seqnet_oim import OIMReidLoss
 from personsearch_train.models import create_model
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-model = create_model("seqnet_small", res4_stride=8, queue_size=1000, num_labelled_ids=100)
+model = create_model("seqnet_small", res4_stride=8)
+reid = OIMReidLoss(OIMLoss(num_features=model.embedding_dim, num_labelled=100, queue_size=1000))
 if layout == "channels_last":
     model = model.to(memory_format=torch.channels_last)
 model.train()
@@ -59,7 +62,8 @@ def batch():
 batches = [batch() for _ in range(warmup + steps)]
 def run(chunk):
     for images, targets in chunk:
-        loss = sum(model.forward_train(images, targets).values())
+        outputs = model.forward_train(images, targets)
+        loss = sum(outputs.losses.values()) + reid(model, outputs, images, targets)["loss_box_reid"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -42,6 +42,8 @@ from collections.abc import Callable
 import torch
 import torchvision
 from personsearch_train.engine.precision import autocast_context, autocast_dtype
+from personsearch_train.losses.oim import OIMLoss
+from personsearch_train.methods.seqnet_oim import OIMReidLoss
 from personsearch_train.models import create_model
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -72,13 +74,20 @@ def _batch(
 
 
 def _ours(depth: int, min_size: int, max_size: int, num_ids: int) -> tuple[nn.Module, Callable]:
-    model = create_model(f"seqnet_r{depth}", min_size=min_size, max_size=max_size, num_labelled_ids=num_ids)
+    # The model and the seqnet_oim method's loss (OIM, SeqNet's 5000-row queue), in one
+    # module so that moving it to the device moves the OIM tables too.
+    trained = nn.Module()
+    trained.model = create_model(f"seqnet_r{depth}", min_size=min_size, max_size=max_size)
+    oim = OIMLoss(num_features=trained.model.embedding_dim, num_labelled=num_ids, queue_size=5000)
+    trained.reid = OIMReidLoss(oim)
 
     def step(images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         plain = [{"boxes": t["boxes"], "pids": t["pids"]} for t in targets]
-        return sum(model.forward_train(images, plain).values())
+        outputs = trained.model.forward_train(images, plain)
+        reid = trained.reid(trained.model, outputs, images, plain)
+        return sum(outputs.losses.values()) + reid["loss_box_reid"]
 
-    return model, step
+    return trained, step
 
 
 def _torchvision(depth: int, min_size: int, max_size: int) -> tuple[nn.Module, Callable]:

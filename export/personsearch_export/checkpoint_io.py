@@ -1,15 +1,24 @@
-"""Load a trainer checkpoint for export, refusing corrupt files and mismatched weights clearly."""
+"""Load a trainer checkpoint for export, through the trainer's one checkpoint loader.
+
+:func:`personsearch_train.engine.checkpoint.read_checkpoint` builds the model and the
+method the checkpoint names and refuses damaged files and mismatched weights; this
+module adds what a bundle records (the weights' SHA-256) and turns the trainer's errors
+into the exporter's :class:`~personsearch_export.errors.CheckpointError`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from personsearch_runtime.bundle import file_sha256
 
 from personsearch_export.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from personsearch_train.methods import TrainingMethod
 
 __all__ = ["LoadedCheckpoint", "load_checkpoint"]
 
@@ -20,8 +29,10 @@ class LoadedCheckpoint:
 
     Attributes:
         model: The model, eval mode, CPU, float32.
-        metadata: The checkpoint's JSON metadata.
+        metadata: The checkpoint's JSON metadata (current layout).
         model_name: Registered model name (``metadata["model"]["name"]``).
+        method: The training method the checkpoint names (its export description
+            says which graphs to write).
         weights_path: The ``.safetensors`` file.
         weights_sha256: Its SHA-256 (the bundle's model identity).
     """
@@ -29,6 +40,7 @@ class LoadedCheckpoint:
     model: torch.nn.Module
     metadata: dict[str, Any]
     model_name: str
+    method: TrainingMethod
     weights_path: Path
     weights_sha256: str
 
@@ -44,51 +56,21 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
 
     Raises:
         CheckpointError: Missing files, unreadable metadata or weights (corrupt file),
-            a model the exporter cannot export, or weights that belong to another model.
+            an unknown model or method, or weights that belong to another model.
     """
-    from personsearch_train.engine.checkpoint import find_checkpoint, load_metadata, weight_mismatches
+    from personsearch_train.engine.checkpoint import read_checkpoint
     from personsearch_train.errors import TrainerError
-    from personsearch_train.models import SeqNet, create_model
-    from safetensors.torch import load_file
 
     try:
-        files = find_checkpoint(path)
-        meta = load_metadata(files)
+        loaded = read_checkpoint(path)
     except TrainerError as exc:
         raise CheckpointError(str(exc)) from None
-    spec = meta.get("model")
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise CheckpointError(f"{files.metadata}: key 'model' must be {{'name': ..., 'kwargs': {{...}}}}")
-    name, kwargs = spec["name"], spec.get("kwargs") or {}
-    try:
-        model = create_model(name, **kwargs)
-    except TrainerError as exc:
-        raise CheckpointError(f"{files.metadata}: {exc}") from None
-    if not isinstance(model, SeqNet):
-        raise CheckpointError(
-            f"{files.metadata}: model {name!r} is not a SeqNet; the exporter supports SeqNet models"
-        )
-    try:
-        state = load_file(str(files.weights))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise CheckpointError(
-            f"{files.weights} is not a readable safetensors file ({exc}); the checkpoint is corrupt or "
-            "truncated - copy it again or re-save it from training"
-        ) from None
-    details = weight_mismatches(model.state_dict(), state)
-    if details:
-        raise CheckpointError(
-            f"{files.weights}: the weights do not belong to model {name!r} "
-            f"described in {files.metadata.name} "
-            f"({'; '.join(details)}). The weights file comes from a different model; pass the matching "
-            ".safetensors/.json pair."
-        )
-    model.load_state_dict(state, strict=True)
-    model.eval().float()
+    loaded.model.eval().float()
     return LoadedCheckpoint(
-        model=model,
-        metadata=meta,
-        model_name=name,
-        weights_path=files.weights,
-        weights_sha256=file_sha256(files.weights),
+        model=loaded.model,
+        metadata=loaded.metadata,
+        model_name=loaded.model_name,
+        method=loaded.method,
+        weights_path=loaded.files.weights,
+        weights_sha256=file_sha256(loaded.files.weights),
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from personsearch_runtime.atomic_files import atomic_write_bytes
 from personsearch_runtime.backends.engine_sidecar import (
     EngineSidecar,
     ProfileRange,
@@ -30,7 +31,6 @@ from personsearch_runtime.backends.engine_sidecar import (
     sidecar_path,
 )
 from personsearch_runtime.bundle import ModelSpec, file_sha256
-from personsearch_train.atomic_files import atomic_write_bytes
 
 from personsearch_export.errors import ExportError
 
@@ -123,7 +123,12 @@ def network_flags(trt: ModuleType) -> int:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to ``path`` atomically (temp file, fsync, rename)."""
+    """Write ``obj`` as indented JSON to ``path``, replacing the file in one step.
+
+    Args:
+        path: Destination file; missing folders are created.
+        obj: JSON-serialisable value.
+    """
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 

@@ -33,7 +33,6 @@ back to float32 where they would otherwise be fp16.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from personsearch_runtime.atomic_files import atomic_write_bytes
 
 from personsearch_export.errors import ExportError
 
@@ -394,15 +394,7 @@ def convert_file_to_fp16(path: str | Path) -> Fp16Report:
     """
     path = Path(path)
     converted, report = convert_to_fp16(onnx.load(str(path)))
-    tmp = path.with_name(f".{path.name}.fp16-partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(converted.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, converted.SerializeToString())
     return report
 
 

@@ -91,12 +91,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from personsearch_runtime.atomic_files import atomic_write_bytes
 from personsearch_runtime.errors import BundleError
 
 __all__ = [
@@ -1018,18 +1018,15 @@ def write_manifest(root: str | os.PathLike[str], manifest: Manifest) -> Path:
 
     Returns:
         The manifest path.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
     """
     root = Path(root)
-    Manifest.from_json(json.loads(manifest.dumps()))
-    target = root / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(manifest.dumps())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    text = manifest.dumps()
+    Manifest.from_json(json.loads(text))
+    if not root.is_dir():
+        # A missing bundle folder means a wrong path, not a folder to create: the model
+        # files the manifest names would not be there either.
+        raise FileNotFoundError(f"bundle directory {root} does not exist")
+    return atomic_write_bytes(root / MANIFEST_NAME, text.encode("utf-8"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from personsearch_runtime.atomic_files import atomic_write_bytes
 from personsearch_runtime.results import SearchHit
 from personsearch_runtime.sources import is_video
 
@@ -89,9 +90,12 @@ def draw_hits(
         row += [gap, t]
     picture = np.concatenate(row, axis=1)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
-    if not cv2.imwrite(str(tmp), picture):
-        raise OSError(f"could not write {out_path}")
-    os.replace(tmp, out_path)
-    return out_path
+    # Encoded in memory because OpenCV picks the format from the file name's extension,
+    # which the temporary name of an atomic write does not keep.
+    try:
+        encoded, data = cv2.imencode(out_path.suffix, picture)
+    except cv2.error:  # what OpenCV raises for an extension it has no encoder for
+        encoded = False
+    if not encoded:
+        raise OSError(f"could not write {out_path}: no image encoder for extension {out_path.suffix!r}")
+    return atomic_write_bytes(out_path, data.tobytes())

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from personsearch_runtime.atomic_files import atomic_replace, atomic_write_bytes
 from personsearch_runtime.errors import GalleryError
 from personsearch_runtime.results import Detections, SearchHit
 
@@ -122,19 +122,6 @@ def _faiss() -> Any | None:
     import faiss
 
     return faiss
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class GalleryIndex:
@@ -223,30 +210,26 @@ class GalleryIndex:
         _check_factory(index_factory, embedding_dim)
         path.mkdir(parents=True, exist_ok=True)
         # The database is built under a temporary name and renamed, so a crash during
-        # creation never leaves a half-initialised gallery.sqlite behind.
-        tmp = path / f".{DB_NAME}.creating"
-        tmp.unlink(missing_ok=True)
-        db = sqlite3.connect(str(tmp))
-        try:
-            db.executescript(_SCHEMA)
-            meta = {
-                "schema_version": str(GALLERY_SCHEMA_VERSION),
-                "embedding_dim": str(embedding_dim),
-                "model_hash": model_hash,
-                "bundle": bundle,
-                "model_name": model_name,
-                "index_factory": index_factory,
-                "generation": "0",
-                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            }
-            db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
-            db.commit()
-        finally:
-            db.close()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path / DB_NAME)
-        _fsync_dir(path)
+        # creation never leaves a half-initialised gallery.sqlite behind. SQLite takes
+        # the empty temporary file as an empty database.
+        with atomic_replace(path / DB_NAME, sync_dir=True) as tmp:
+            db = sqlite3.connect(str(tmp))
+            try:
+                db.executescript(_SCHEMA)
+                meta = {
+                    "schema_version": str(GALLERY_SCHEMA_VERSION),
+                    "embedding_dim": str(embedding_dim),
+                    "model_hash": model_hash,
+                    "bundle": bundle,
+                    "model_name": model_name,
+                    "index_factory": index_factory,
+                    "generation": "0",
+                    "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                }
+                db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
+                db.commit()
+            finally:
+                db.close()
         return cls(path)
 
     @classmethod
@@ -554,19 +537,7 @@ class GalleryIndex:
             np.savez(
                 buffer, ids=self._ids, index=blob, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)
             )
-            target = self.path / INDEX_NAME
-            fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.path)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(buffer.getbuffer())
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            _fsync_dir(self.path)
-        return target
+            return atomic_write_bytes(self.path / INDEX_NAME, buffer.getbuffer(), sync_dir=True)
 
     def search(
         self, queries: np.ndarray, *, top_k: int = 10, score_weighted: bool = False

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from personsearch_export.errors import ExportError
-from personsearch_export.precision import convert_to_fp16, emulate_fp16, holds_fp16
+from personsearch_export.precision import convert_file_to_fp16, convert_to_fp16, emulate_fp16, holds_fp16
 
 R = 3  # rois in the toy graph
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -243,6 +243,20 @@ def test_refusals():
     with pytest.raises(ExportError, match="none of the float32 entry inputs"):
         convert_to_fp16(fp32, entry_inputs=["rois_typo"])
     assert _input_types(fp32, "Conv")[0][0] == F32  # the input model is not modified
+
+
+def test_file_conversion_replaces_the_file_in_one_step(tmp_path: Path) -> None:
+    path = tmp_path / "detector.onnx"
+    onnx.save(_toy_detector(), str(path))
+    report = convert_file_to_fp16(path)
+    assert report.fp16_ops and holds_fp16(onnx.load(str(path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.onnx"]  # no temporary left
+    # A refused conversion (the file already holds fp16) leaves the file as it was.
+    before = path.read_bytes()
+    with pytest.raises(ExportError, match="already holds float16"):
+        convert_file_to_fp16(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.onnx"]
 
 
 # --- a real fp16 export (slow tier) -----------------------------------------------------------------------

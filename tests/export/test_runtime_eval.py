@@ -52,6 +52,26 @@ def test_backend_without_bundle_is_refused(tmp_path: Path) -> None:
         eval_cmd.run(args)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "prw", "--gallery-size", "50"], "--gallery-size is a CUHK-SYSU option"),
+        (["--dataset", "cuhk_sysu", "--multi-view"], "--multi-view is a PRW option"),
+        (["--dataset", "prw", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+@pytest.mark.parametrize("source", [["--bundle", "b"], ["--checkpoint", "run"]])
+def test_every_source_is_checked_by_the_same_validation(
+    tmp_path: Path, source: list[str], extra: list[str], message: str
+) -> None:
+    from personsearch_train.errors import TrainerError
+
+    # The dataset folder does not exist: the options are refused before anything is read.
+    args = _parse("--root", str(tmp_path / "missing"), *source, *extra)
+    with pytest.raises(TrainerError, match=message):
+        eval_cmd.run(args)
+
+
 @pytest.fixture(scope="module")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("runtime_eval")

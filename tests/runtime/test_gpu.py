@@ -1,7 +1,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,16 +23,85 @@ from personsearch_runtime.gpu.roi_align_kernel import (
 needs_nvrtc = pytest.mark.skipif(importlib.util.find_spec("cuda") is None, reason="needs cuda-python (NVRTC)")
 
 
-def test_kernel_source_is_found_without_importing_personsearch_ops() -> None:
-    import sys
-
-    already = "personsearch_ops" in sys.modules
+def test_kernel_source_is_the_installed_cuda_file() -> None:
     path = kernel_source_path()
     assert path.is_file() and path.as_posix().endswith(KERNEL_RELATIVE_PATH.as_posix())
-    assert "personsearch_ops" in sys.modules or not already
     text = path.read_text()
     assert 'extern "C" __global__ void ps_roi_align_fwd_##LAYOUT##_##SFX' in text
     assert entry_point("float32") == "ps_roi_align_fwd_nchw_f32"
+
+
+# Run in a fresh interpreter: imports the runtime and every module of its GPU path and
+# backends (none needs a GPU to import), locates the kernel source as the GPU path does,
+# then reports which of our forbidden packages got loaded. Modules named on the command
+# line are imported first, so the checker itself can be shown to notice them.
+_IMPORT_CHECKER = textwrap.dedent(
+    """
+    import importlib, json, pkgutil, sys
+
+    for name in sys.argv[1:]:
+        importlib.import_module(name)
+    import personsearch_runtime
+    import personsearch_runtime.backends
+    import personsearch_runtime.gpu
+
+    imported = []
+    for package in (personsearch_runtime.gpu, personsearch_runtime.backends):
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            importlib.import_module(info.name)
+            imported.append(info.name)
+    from personsearch_runtime.gpu.roi_align_kernel import KernelError, kernel_source_path
+
+    try:
+        source = str(kernel_source_path())
+    except KernelError:  # a runtime-only install has no personsearch_ops to take it from
+        source = None
+
+    def loaded(top):
+        return any(m == top or m.startswith(top + ".") for m in sys.modules)
+
+    print(json.dumps({
+        "imported": imported,
+        "kernel_source": source,
+        "personsearch_ops": loaded("personsearch_ops"),
+        "torch": loaded("torch"),
+    }))
+    """
+)
+
+
+def _run_import_checker(*preload: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_CHECKER, *preload], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_gpu_path_and_backends_never_import_personsearch_ops_or_torch() -> None:
+    report = _run_import_checker()
+    # The checker really imported the GPU path, not an empty list of modules.
+    assert {
+        "personsearch_runtime.gpu.roi_align_kernel",
+        "personsearch_runtime.gpu.device_pipeline",
+        "personsearch_runtime.gpu.cuda_memory",
+        "personsearch_runtime.backends.onnx_runtime",
+        "personsearch_runtime.backends.tensorrt_engine",
+    } <= set(report["imported"])
+    if importlib.util.find_spec("personsearch_ops") is not None:
+        assert report["kernel_source"] is not None
+        assert report["kernel_source"].endswith(KERNEL_RELATIVE_PATH.as_posix())
+    assert report["personsearch_ops"] is False
+    assert report["torch"] is False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("personsearch_ops") is None, reason="needs personsearch_ops")
+def test_the_import_checker_notices_personsearch_ops_and_torch() -> None:
+    # Same checker, with personsearch_ops (which imports torch) loaded first: it must say so,
+    # or the test above could never fail.
+    report = _run_import_checker("personsearch_ops")
+    assert report["personsearch_ops"] is True
+    assert report["torch"] is True
 
 
 @needs_nvrtc

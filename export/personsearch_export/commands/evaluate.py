@@ -4,40 +4,24 @@
 (:mod:`personsearch_train.commands.evaluate`). ``--bundle`` makes the predictions with
 the torch-free runtime (:class:`~personsearch_runtime.searcher.PersonSearcher`: ONNX
 Runtime or TensorRT) and scores them with the trainer's ``report_predictions``, so the
-three sources are scored by one code path.
+three sources are checked by one validation function and scored by one code path.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from personsearch_train.commands import evaluate as trainer_evaluate
+from personsearch_train.data.registry import load_split
 from personsearch_train.errors import TrainerError
 
+if TYPE_CHECKING:
+    from personsearch_train.data.structures import PersonSearchSplit
+    from personsearch_train.evaluation.predictions import SearchPredictions
+
 __all__ = ["add_arguments", "predictions_from_bundle", "run"]
-
-
-class _GroupRecorder:
-    """Forwards to a parser and keeps the mutually exclusive groups created through it.
-
-    The trainer's ``add_arguments`` creates its source group (``--predictions`` /
-    ``--checkpoint``) internally; recording it lets ``--bundle`` join that same group, so
-    argparse itself enforces "exactly one source" with its usual message.
-    """
-
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self._parser = parser
-        self.groups: list[Any] = []
-
-    def add_mutually_exclusive_group(self, **kwargs: Any) -> Any:
-        group = self._parser.add_mutually_exclusive_group(**kwargs)
-        self.groups.append(group)
-        return group
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._parser, name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,14 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: The subcommand's parser.
     """
-    recorder = _GroupRecorder(parser)
-    trainer_evaluate.add_arguments(recorder)  # type: ignore[arg-type]
-    if len(recorder.groups) != 1:
-        raise RuntimeError(
-            "personsearch_train.commands.evaluate.add_arguments no longer declares exactly one mutually "
-            f"exclusive source group (found {len(recorder.groups)}); update {__name__}"
-        )
-    recorder.groups[0].add_argument(
+    sources = trainer_evaluate.add_arguments(parser)
+    # In the trainer's source group, so argparse enforces exactly one of the three sources.
+    sources.add_argument(
         "--bundle",
         type=Path,
         default=None,
@@ -77,14 +56,14 @@ def _runtime_device(device: str, backend: str) -> str:
 
 def predictions_from_bundle(
     bundle: str | Path,
-    split,  # noqa: ANN001 - PersonSearchSplit
+    split: PersonSearchSplit,
     *,
     backend: str = "ort",
     device: str = "cpu",
     batch_size: int = 1,
     query_context: bool = False,
     progress: bool = True,
-):  # noqa: ANN201 - SearchPredictions
+) -> SearchPredictions:
     """Load a bundle into a ``PersonSearcher`` and predict on a test split.
 
     Args:
@@ -120,24 +99,21 @@ def run(args: argparse.Namespace) -> int:
         if args.backend != "ort":
             raise TrainerError("--backend is a --bundle option; the checkpoint path runs PyTorch")
         return trainer_evaluate.run(args)
-    if args.dataset == "prw" and args.gallery_size != 100:
-        raise TrainerError("--gallery-size is a CUHK-SYSU option; PRW uses all frames (or --multi-view)")
-    if args.dataset == "cuhk_sysu" and args.multi_view:
-        raise TrainerError("--multi-view is a PRW option; CUHK-SYSU uses --gallery-size")
-    if args.batch_size < 1:
-        raise TrainerError(f"--batch-size must be >= 1, got {args.batch_size}")
+    options = trainer_evaluate.eval_options_from_args(args)
     if args.gt_boxes:
         raise TrainerError("--gt-boxes is a --checkpoint option; a bundle is evaluated on its own detections")
-    split = trainer_evaluate.load_test_split(args.dataset, args.root)
+    split = load_split(options.dataset, args.root, "test")
     predictions = predictions_from_bundle(
         args.bundle,
         split,
         backend=args.backend,
         device=_runtime_device(args.device, args.backend),
         batch_size=args.batch_size,
-        query_context=args.cbgm,
+        query_context=options.cbgm,
     )
     if args.save_predictions is not None:
         print(f"wrote {predictions.save(args.save_predictions)}")
     label = f"{Path(args.bundle).name} via runtime ({args.backend})"
-    return trainer_evaluate.report_predictions(split, predictions, args, label=label)
+    return trainer_evaluate.report_predictions(
+        split, predictions, options, json_path=args.json, plot_dir=args.plot_dir, label=label
+    )

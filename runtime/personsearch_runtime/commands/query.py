@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from personsearch_runtime.atomic_files import atomic_write_bytes
 from personsearch_runtime.commands._options import add_model_options
 from personsearch_runtime.errors import PersonSearchError
 
@@ -90,12 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "score_weighted": args.score_weighted,
         "hits": [h.to_json() for h in hits],
     }
-    tmp = out / ".hits.json.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / "hits.json")
+    atomic_write_bytes(out / "hits.json", json.dumps(payload, indent=2).encode("utf-8"))
     picture = draw_hits(query, hits, out / "hits.jpg", query_box=args.box)
     for h in hits:
         where = f"frame {h.frame_index} ({h.timestamp:.2f} s)" if h.timestamp is not None else "image"

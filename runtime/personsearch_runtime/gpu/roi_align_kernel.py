@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from personsearch_runtime.atomic_files import atomic_write_bytes
 from personsearch_runtime.bundle import RoIAlignSpec
 from personsearch_runtime.errors import PersonSearchError
 
@@ -184,10 +185,7 @@ def compile_kernels(arch: str, *, source: Path | None = None, use_cache: bool = 
         nvrtc.nvrtcDestroyProgram(program)
     if use_cache:
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(image)
-            os.replace(tmp, cached)
+            atomic_write_bytes(cached, image)
         except OSError:
             pass  # a read-only home only costs a recompile next time
     return CompiledKernels(bytes(image), arch, kind, source)
@@ -214,12 +212,9 @@ class RoIAlignKernel:
         name = f"roi_align_sm_{major}{minor}_{digest}.cubin"
         for folder in (_cache_dir(), Path(tempfile.gettempdir()) / "personsearch-kernels"):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
                 path = folder / name
                 if not path.is_file():
-                    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                    tmp.write_bytes(self.compiled.image)
-                    os.replace(tmp, path)
+                    atomic_write_bytes(path, self.compiled.image)
                 break
             except OSError:
                 continue

@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import torch
 from personsearch_train.data.structures import ImageRecord, PersonSearchSplit, QueryRecord
-from personsearch_train.engine.hooks import crop_people
+from personsearch_train.methods import TrainingMethod, register_method
+from personsearch_train.models.structures import TrainingOutputs
+from personsearch_train.weak_supervision import crop_people
 from torch import nn
 
 COLOURS = np.array(
@@ -80,6 +82,14 @@ def make_splits(
     return train_split, test_split
 
 
+@register_method
+class ModelLossesOnly(TrainingMethod):
+    """A method that adds no loss: the engine tests' toy model brings its own."""
+
+    name = "engine_test_model_losses_only"
+    summary = "engine tests: the model's own losses only"
+
+
 class ToyPersonModel(nn.Module):
     """A deterministic toy with the model surface: crop each box, embed, classify.
 
@@ -97,15 +107,23 @@ class ToyPersonModel(nn.Module):
     def _embed(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
         return self.embed(crop_people(images, boxes, output_size=(8, 4)))
 
-    def forward_train(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
-        id_losses, score_losses = [], []
+    def forward_train(self, images: list[torch.Tensor], targets: list[dict]) -> TrainingOutputs:
+        id_losses, score_losses, embeddings = [], [], []
         for image, target in zip(images, targets, strict=True):
             emb = self._embed([image], [target["boxes"]])
             labelled = target["pids"] >= 0
             logits = self.classifier(emb)
             id_losses.append(nn.functional.cross_entropy(logits[labelled], target["pids"][labelled]))
             score_losses.append(nn.functional.softplus(-self.box_score(emb)).mean())
-        return {"loss_id": torch.stack(id_losses).mean(), "loss_score": torch.stack(score_losses).mean()}
+            embeddings.append(nn.functional.normalize(emb, dim=1))
+        counts = [len(t["boxes"]) for t in targets]
+        return TrainingOutputs(
+            losses={"loss_id": torch.stack(id_losses).mean(), "loss_score": torch.stack(score_losses).mean()},
+            person_embeddings=torch.cat(embeddings),
+            person_labels=torch.cat([t["pids"] for t in targets]),
+            person_image_index=torch.repeat_interleave(torch.arange(len(targets)), torch.tensor(counts)),
+            person_box_index=torch.cat([torch.arange(n) for n in counts]),
+        )
 
     def embed_boxes(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
         emb = nn.functional.normalize(self._embed(images, boxes), dim=1)
@@ -163,6 +181,7 @@ def ddp_worker(
     net = ToyPersonModel() if model == "toy" else None
     if model == "toy":
         cfg.model.name = "toy"
+        cfg.method = ModelLossesOnly.name
     try:
         result = Trainer(cfg, run_dir=Path(run_dir), train_split=train, model=net, progress=False).fit()
     finally:

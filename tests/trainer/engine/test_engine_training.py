@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_scenes import ToyPersonModel
+from engine_scenes import ModelLossesOnly, ToyPersonModel
 from personsearch_train.engine.checkpoint import (
     find_checkpoint,
     load_metadata,
@@ -16,9 +16,10 @@ from personsearch_train.engine.checkpoint import (
     load_resume_state,
 )
 from personsearch_train.engine.config import config_from_dict
-from personsearch_train.engine.hooks import MemoryBank, TrainingHook, cluster_features, extract_box_features
+from personsearch_train.engine.hooks import TrainingHook
 from personsearch_train.engine.loop import Trainer
 from personsearch_train.errors import TrainerError
+from personsearch_train.weak_supervision import MemoryBank, cluster_features, extract_box_features
 
 
 def tiny_cfg(tmp_path: Path, **train: object):
@@ -63,12 +64,18 @@ def test_resume_is_bit_exact_on_cpu(tmp_path: Path, tiny_splits) -> None:
     assert [s["step"] for s in rest.steps] == [4]
     assert losses_of(part) + losses_of(rest) == losses_of(full)  # exact float equality
 
-    # The final weights, including the OIM lookup table and queue, match too.
+    # The final weights match too, and so do the method's OIM lookup table and queue.
     a, _ = load_model_from_checkpoint(tmp_path / "full", prefer="latest")
     b, _ = load_model_from_checkpoint(tmp_path / "part", prefer="latest")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
-    assert float(a.state_dict()["oim.lut"].abs().sum()) > 0
+    tables_a = load_resume_state(find_checkpoint(tmp_path / "full", prefer="latest"))["method_losses"]
+    tables_b = load_resume_state(find_checkpoint(tmp_path / "part", prefer="latest"))["method_losses"]
+    assert sorted(tables_a) == ["oim.lut", "oim.queue", "oim.queue_head"]
+    for name in tables_a:
+        assert torch.equal(tables_a[name], tables_b[name]), name
+    assert float(tables_a["oim.lut"].abs().sum()) > 0
+    assert not any(name.startswith("oim.") for name in a.state_dict())  # the loss is the method's
     log = [json.loads(line) for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
 
@@ -159,12 +166,16 @@ def test_checkpoint_contents(tmp_path: Path, tiny_splits) -> None:
     # Every constructor argument, not just the overrides: the builder's defaults may change.
     from personsearch_train.models import create_model
 
-    assert meta["model"]["name"] == "seqnet_tiny" and meta["model"]["kwargs"]["num_labelled_ids"] == 6
-    assert meta["model"]["kwargs"] == create_model("seqnet_tiny", num_labelled_ids=6).constructor_arguments
+    assert meta["model"]["name"] == "seqnet_tiny"
+    assert meta["model"]["kwargs"] == create_model("seqnet_tiny").constructor_arguments
+    # The method and its resolved settings: the lookup table is sized by the split's 6 identities.
+    assert meta["method"]["name"] == "seqnet_oim"
+    assert meta["method"]["args"]["num_labelled"] == 6 and meta["method"]["args"]["queue_size"] == 5000
     assert meta["label_to_pid"] == list(range(100, 106))
     assert meta["config"]["train"]["epochs"] == 1 and "torch" in meta["versions"]
     state = load_resume_state(files)  # weights_only=True
-    assert {"optimizer", "scheduler", "rng", "epoch", "global_step"} <= set(state)
+    assert {"optimizer", "scheduler", "rng", "epoch", "global_step", "method_losses"} <= set(state)
+    assert state["method_losses"]["oim.lut"].shape == (6, 64)
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert not list((tmp_path / "run").glob("*.tmp"))
     with pytest.raises(TrainerError, match="no checkpoint"):
@@ -247,6 +258,7 @@ def test_hooks_cluster_memory_and_extra_losses(tmp_path: Path, tiny_splits) -> N
     train, _ = tiny_splits
     cfg = tiny_cfg(tmp_path)
     cfg.data.use_identities = False
+    cfg.method = ModelLossesOnly.name
     num_boxes = sum(len(r.boxes) for r in train.images)
     hook = _ClusterHook(num_boxes)
     trainer = Trainer(

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from personsearch_train.data.structures import GalleryEntry, ImageRecord, PersonSearchSplit, QueryRecord
 from personsearch_train.evaluation.predictions import SearchPredictions
+from personsearch_train.evaluation.split_prediction import predict_search_split
 
 DIM = 8
 
@@ -142,17 +143,33 @@ def ground_truth_predictions(split, *, num_ids: int = 64) -> SearchPredictions:
     return SearchPredictions.from_per_image(names, boxes, scores, embs, q)
 
 
+class RandomEmbedder:
+    """A stand-in model for :func:`predict_search_split`: random unit embeddings of any box.
+
+    It reads nothing (``load_image`` returns the path), so in-memory splits whose files
+    do not exist work, and it has no detector: use it in ground-truth-box mode.
+    """
+
+    def __init__(self, rng: np.random.Generator, dim: int) -> None:
+        self.rng = rng
+        self.embedding_dim = dim
+
+    def load_image(self, path: Path) -> Path:
+        return path
+
+    def detect(self, images):
+        raise AssertionError("RandomEmbedder has no detector; use ground_truth_boxes=True")
+
+    def embed_boxes(self, images, boxes) -> list[np.ndarray]:
+        out = []
+        for b in boxes:
+            v = self.rng.normal(size=(len(b), self.embedding_dim)).astype(np.float32)
+            out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        return out
+
+
 def random_predictions(split, rng: np.random.Generator, dim: int = 32) -> SearchPredictions:
-    """GT boxes, score 1, random unit embeddings."""
-
-    def rand(n: int) -> np.ndarray:
-        v = rng.normal(size=(n, dim)).astype(np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    return SearchPredictions.from_per_image(
-        [r.name for r in split.images],
-        [r.boxes for r in split.images],
-        [np.ones(len(r.pids), np.float32) for r in split.images],
-        [rand(len(r.pids)) for r in split.images],
-        rand(len(split.queries)),
+    """GT boxes, score 1, random unit embeddings (the shared split loop in ground-truth-box mode)."""
+    return predict_search_split(
+        RandomEmbedder(rng, dim), split, batch_size=1, ground_truth_boxes=True, progress=False
     )

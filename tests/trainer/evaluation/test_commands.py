@@ -8,18 +8,28 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from eval_cases import random_predictions, random_search_split
+from eval_cases import (
+    e,
+    image,
+    predictions,
+    prw_split,
+    query,
+    random_predictions,
+    random_search_split,
+    unit_with_cosine,
+)
 from personsearch_runtime.cli import main
 from personsearch_train.baselines.color_histogram import ColorHistogramEmbedder, histogram_predictions
 from personsearch_train.commands import evaluate as evaluate_command
 from personsearch_train.data.structures import ImageRecord, PersonSearchSplit, QueryRecord
-from personsearch_train.evaluation.scoring import score_predictions
+from personsearch_train.errors import DatasetFormatError, TrainerError
+from personsearch_train.evaluation.scoring import EvalOptions, score_predictions
 
 
 @pytest.fixture
 def prw_case(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     split = random_search_split(np.random.default_rng(2), dataset="prw")
-    monkeypatch.setattr(evaluate_command, "load_test_split", lambda dataset, root: split)
+    monkeypatch.setattr(evaluate_command, "load_split", lambda dataset, root, which: split)
     path = random_predictions(split, np.random.default_rng(4)).save(tmp_path / "p.npz")
     return split, path
 
@@ -58,6 +68,57 @@ def test_eval_user_errors_exit_2(prw_case, tmp_path: Path, capsys: pytest.Captur
     assert "predictions file not found" in capsys.readouterr().err
     assert main([*base, "--predictions", str(path), "--cbgm"]) == 2
     assert "query_context" in capsys.readouterr().err
+
+
+def test_no_cws_ranks_by_cosine_and_the_default_by_score_weighted_similarity(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The query person (pid 1) is in frame b, detected with score 0.6 and cosine 0.9; frame c
+    # holds someone else, score 1.0 and cosine 0.8.
+    split = prw_split(
+        [
+            image("c1s1_000001.jpg", [[0, 0, 30, 80]], [1], camera=1),
+            image("c2s1_000002.jpg", [[0, 0, 30, 80]], [1], camera=2),
+            image("c3s1_000003.jpg", [[50, 0, 80, 80]], [2], camera=3),
+        ],
+        [query("c1s1_000001.jpg", [0, 0, 30, 80], 1, camera=1)],
+    )
+    preds = predictions(
+        split,
+        {
+            "c2s1_000002.jpg": [([0, 0, 30, 80], 0.6, unit_with_cosine(0.9))],
+            "c3s1_000003.jpg": [([50, 0, 80, 80], 1.0, unit_with_cosine(0.8, axis=2))],
+        },
+        [e(0)],
+    )
+    path = preds.save(tmp_path / "p.npz")
+    monkeypatch.setattr(evaluate_command, "load_split", lambda dataset, root, which: split)
+    base = ["eval", "--dataset", "prw", "--root", str(tmp_path), "--predictions", str(path)]
+
+    assert main([*base, "--json", str(tmp_path / "cws.json")]) == 0
+    cws = json.loads((tmp_path / "cws.json").read_text())
+    # CWS: b scores 0.6 x 0.9 = 0.54 < c's 1.0 x 0.8, so the match is ranked second:
+    # AP = precision at its rank (1/2) x recall (1/1) = 0.5, top-1 misses, top-5 hits.
+    assert (cws["mAP"], cws["top1"], cws["top5"]) == pytest.approx((0.5, 0.0, 1.0))
+    assert "without CWS" not in capsys.readouterr().out
+
+    assert main([*base, "--no-cws", "--json", str(tmp_path / "cos.json")]) == 0
+    cosine = json.loads((tmp_path / "cos.json").read_text())
+    # Cosine alone: 0.9 > 0.8, the match is first: AP 1, top-1 hits.
+    assert (cosine["mAP"], cosine["top1"], cosine["top5"]) == pytest.approx((1.0, 1.0, 1.0))
+    assert "cosine without CWS" in capsys.readouterr().out
+    assert cosine == pytest.approx(score_predictions(split, preds, cws=False))
+    assert cws == pytest.approx(score_predictions(split, preds))
+
+
+def test_eval_options_refuse_options_the_protocol_lacks() -> None:
+    assert EvalOptions("prw").cws and EvalOptions("cuhk_sysu", gallery_size=-1).gallery_size == -1
+    with pytest.raises(TrainerError, match="--gallery-size is a CUHK-SYSU option"):
+        EvalOptions("prw", gallery_size=50)
+    with pytest.raises(TrainerError, match="--multi-view is a PRW option"):
+        EvalOptions("cuhk_sysu", multi_view=True)
+    with pytest.raises(TrainerError, match="--empty-queries"):
+        EvalOptions("prw", empty_queries="drop")  # type: ignore[arg-type]
 
 
 def _two_colour_image(top_bgr, bottom_bgr) -> np.ndarray:
@@ -103,6 +164,12 @@ def test_histogram_predictions_on_files(tmp_path: Path) -> None:
     # The query is the gallery box of a.jpg: identical descriptor; b.jpg shares only the lower stripe.
     np.testing.assert_allclose(preds.query_embeddings[0], preds.det_embeddings[0], atol=1e-6)
     assert 0.4 < float(preds.query_embeddings[0] @ preds.det_embeddings[1]) < 0.6  # ~1/2 up to JPEG noise
+
+
+def test_histogram_baseline_names_a_missing_image() -> None:
+    split = prw_split([image("c1s1_000001.jpg", [[0, 0, 30, 80]], [1])], [])
+    with pytest.raises(DatasetFormatError, match="c1s1_000001.jpg: image is missing or cannot be decoded"):
+        histogram_predictions(split)
 
 
 def test_plots_write_images(tmp_path: Path) -> None:

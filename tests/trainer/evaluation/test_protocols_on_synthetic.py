@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from eval_cases import ground_truth_predictions, random_predictions
 from personsearch_runtime.cli import main
-from personsearch_train.commands.evaluate import load_test_split
+from personsearch_train.data.registry import load_split
 
 FOLDERS = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}
 
@@ -49,7 +49,7 @@ def _eval(root: Path, dataset: str, predictions: Path, out: Path, *extra: str) -
 def test_ground_truth_predictions_score_one(
     synthetic_root: Path, tmp_path: Path, dataset: str, extra
 ) -> None:
-    split = load_test_split(dataset, synthetic_root / FOLDERS[dataset])
+    split = load_split(dataset, synthetic_root / FOLDERS[dataset], "test")
     assert len(split.queries) > 0
     num_ids = (
         int(max(max(int(r.pids.max(initial=-1)) for r in split.images), max(q.pid for q in split.queries)))
@@ -67,7 +67,7 @@ def test_ground_truth_predictions_score_one(
 def test_random_and_histogram_baseline_are_below_ground_truth(
     synthetic_root: Path, tmp_path: Path, dataset: str
 ) -> None:
-    split = load_test_split(dataset, synthetic_root / FOLDERS[dataset])
+    split = load_split(dataset, synthetic_root / FOLDERS[dataset], "test")
     path = random_predictions(split, np.random.default_rng(0)).save(tmp_path / "random.npz")
     random_scores = _eval(synthetic_root, dataset, path, tmp_path / "random.json")
     assert random_scores["mAP"] < 0.5

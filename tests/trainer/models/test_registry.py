@@ -36,11 +36,13 @@ def test_unknown_name_lists_available_models() -> None:
 
 
 def test_overrides_reach_the_constructor() -> None:
-    model = create_model("seqnet_tiny", num_labelled_ids=7, queue_size=5, embedding_dim=32, roi_aligned=True)
+    model = create_model("seqnet_tiny", embedding_dim=32, roi_aligned=True)
     assert isinstance(model, SeqNet)
-    assert model.oim.lut.shape == (7, 32)
-    assert model.oim.queue.shape == (5, 32)
+    assert model.embedding_dim == 32 and model.embedding.dim == 32
     assert model.roi_align.aligned is True
+    # The OIM sizes are the training method's settings now, not the model's.
+    with pytest.raises(ConfigError, match="queue_size"):
+        create_model("seqnet_tiny", queue_size=5)
 
 
 def test_unknown_override_is_a_config_error() -> None:
@@ -56,8 +58,7 @@ def test_unknown_loss_weight_is_rejected() -> None:
 def test_paper_defaults_of_seqnet_r50() -> None:
     model = create_model("seqnet_r50")
     assert model.backbone.out_channels == 1024 and model.box_head.out_channels == 2048
-    assert model.oim.lut.shape == (5532, 256) and model.oim.queue.shape == (5000, 256)
-    assert (model.oim.scale, model.oim.momentum) == (30.0, 0.5)
+    assert model.embedding_dim == 256
     assert model.transform.min_size == (900,) and model.transform.max_size == 1500
     assert model.roi_align.output_size == (14, 14) and model.roi_align.sampling_ratio == 2
     assert model.roi_align.aligned is False

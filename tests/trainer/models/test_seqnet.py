@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from personsearch_train.losses.oim import OIMLoss
+from personsearch_train.methods.seqnet_oim import OIMReidLoss
 from personsearch_train.models import Detections, SeqNet, create_model
+from personsearch_train.models.structures import TrainingOutputs
 
 LOSS_NAMES = {
     "loss_rpn_cls",
@@ -16,8 +19,13 @@ LOSS_NAMES = {
     "loss_proposal_reg",
     "loss_box_cls",
     "loss_box_reg",
-    "loss_box_reid",
 }
+
+
+def _oim_for(model: SeqNet, num_labelled: int = 16, queue_size: int = 32) -> OIMReidLoss:
+    return OIMReidLoss(
+        OIMLoss(num_features=model.embedding_dim, num_labelled=num_labelled, queue_size=queue_size)
+    )
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -28,12 +36,21 @@ def test_forward_train_returns_finite_scalar_losses(tiny_batch) -> None:
     images, targets = tiny_batch
     torch.manual_seed(0)
     model = create_model("seqnet_tiny")
-    losses = model.forward_train(images, targets)
-    assert set(losses) == LOSS_NAMES
-    for name, value in losses.items():
+    outputs = model.forward_train(images, targets)
+    assert isinstance(outputs, TrainingOutputs) and set(outputs.losses) == LOSS_NAMES
+    for name, value in outputs.losses.items():
         assert value.shape == () and value.dtype == torch.float32, name
         assert math.isfinite(value.item()), name
-    sum(losses.values()).backward()
+    # The matched people: unit-norm embeddings with the label of the box each RoI matched.
+    k = outputs.person_embeddings.shape[0]
+    assert k > 0 and outputs.person_embeddings.shape == (k, model.embedding_dim)
+    torch.testing.assert_close(outputs.person_embeddings.norm(dim=1), torch.ones(k), atol=1e-4, rtol=0)
+    for label, image, box in zip(
+        outputs.person_labels, outputs.person_image_index, outputs.person_box_index, strict=True
+    ):
+        assert label == targets[int(image)]["pids"][int(box)]
+    total = sum(outputs.losses.values()) + _oim_for(model)(model, outputs, images, targets)["loss_box_reid"]
+    total.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
@@ -43,10 +60,10 @@ def test_loss_weights_scale_their_terms(tiny_batch) -> None:
     torch.manual_seed(0)
     model = create_model("seqnet_tiny")
     torch.manual_seed(1)
-    default = model.forward_train(images, targets)
+    default = model.forward_train(images, targets).losses
     model.loss_weights = {**model.loss_weights, "loss_proposal_reg": 1.0, "loss_box_cls": 3.0}
     torch.manual_seed(1)
-    changed = model.forward_train(images, targets)
+    changed = model.forward_train(images, targets).losses
     torch.testing.assert_close(changed["loss_proposal_reg"] * 10.0, default["loss_proposal_reg"])
     torch.testing.assert_close(changed["loss_box_cls"], default["loss_box_cls"] * 3.0)
 
@@ -55,11 +72,12 @@ def test_losses_decrease_on_a_tiny_batch(tiny_batch) -> None:
     images, targets = tiny_batch
     torch.manual_seed(1)
     model = create_model("seqnet_tiny")
+    oim = _oim_for(model)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.003, momentum=0.9)
     totals = []
     for _ in range(20):
-        losses = model.forward_train(images, targets)
-        total = sum(losses.values())
+        outputs = model.forward_train(images, targets)
+        total = sum(outputs.losses.values()) + oim(model, outputs, images, targets)["loss_box_reid"]
         optimizer.zero_grad()
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -69,9 +87,9 @@ def test_losses_decrease_on_a_tiny_batch(tiny_batch) -> None:
     first, last = sum(totals[:5]) / 5, sum(totals[-5:]) / 5
     assert last < 0.8 * first, totals
     # The memory was filled by the backward passes: labelled ids 0 and 1 have unit-norm rows.
-    norms = model.oim.lut.norm(dim=1)
+    norms = oim.oim.lut.norm(dim=1)
     torch.testing.assert_close(norms[:2], torch.ones(2))
-    assert int(model.oim.queue_head) > 0
+    assert int(oim.oim.queue_head) > 0
 
 
 def test_predict_shapes_dtypes_and_units(tiny_batch) -> None:
@@ -150,8 +168,8 @@ def test_inference_changes_no_state(tiny_batch) -> None:
     images, targets = tiny_batch
     torch.manual_seed(0)
     model = create_model("seqnet_tiny", box_score_thresh=0.0)
-    # Put something in the memory and BN statistics first.
-    sum(model.forward_train(images, targets).values()).backward()
+    # Put something in the BN statistics first.
+    sum(model.forward_train(images, targets).losses.values()).backward()
     model.eval()
     before = _state(model)
     model.predict(images)
@@ -165,12 +183,30 @@ def test_inference_changes_no_state(tiny_batch) -> None:
 def test_forward_alone_does_not_touch_the_oim_memory(tiny_batch) -> None:
     images, targets = tiny_batch
     model = create_model("seqnet_tiny")
-    before = (model.oim.lut.clone(), model.oim.queue.clone(), model.oim.queue_head.clone())
-    losses = model.forward_train(images, targets)
-    assert torch.equal(model.oim.lut, before[0]) and torch.equal(model.oim.queue, before[1])
-    assert torch.equal(model.oim.queue_head, before[2])
-    losses["loss_box_reid"].backward()
-    assert not torch.equal(model.oim.lut, before[0])
+    oim = _oim_for(model)
+    before = (oim.oim.lut.clone(), oim.oim.queue.clone(), oim.oim.queue_head.clone())
+    loss = oim(model, model.forward_train(images, targets), images, targets)["loss_box_reid"]
+    assert torch.equal(oim.oim.lut, before[0]) and torch.equal(oim.oim.queue, before[1])
+    assert torch.equal(oim.oim.queue_head, before[2])
+    loss.backward()
+    assert not torch.equal(oim.oim.lut, before[0])
+
+
+def test_encode_boxes_is_the_query_path_with_gradients(tiny_batch) -> None:
+    images, targets = tiny_batch
+    torch.manual_seed(0)
+    model = create_model("seqnet_tiny").eval()
+    boxes = [t["boxes"] for t in targets]
+    with_grad = model.encode_boxes(images, boxes)
+    assert all(e.requires_grad for e in with_grad)
+    for a, b in zip(with_grad, model.embed_boxes(images, boxes), strict=True):
+        torch.testing.assert_close(a.detach(), b)
+    sum(e.sum() for e in with_grad).backward()
+    assert model.reid_head.layer4[0].conv1.weight.grad.abs().sum() > 0
+    assert model.backbone.layer1[0].conv1.weight.grad.abs().sum() > 0
+    # In training mode too (a method's second path through the network).
+    model.train()
+    assert model.encode_boxes(images, boxes)[0].shape == (len(boxes[0]), model.embedding_dim)
 
 
 def test_methods_check_the_mode(tiny_batch) -> None:
@@ -193,16 +229,18 @@ def test_bad_inputs_are_reported(tiny_batch) -> None:
     with pytest.raises(ValueError, match="pids"):
         model.forward_train(images, [{"boxes": t["boxes"]} for t in targets])
     bad = [{"boxes": targets[0]["boxes"], "pids": torch.tensor([0, 99])}, targets[1]]
-    with pytest.raises(ValueError, match="num_labelled_ids"):
-        model.forward_train(images, bad)
+    outputs = model.forward_train(images, bad)  # the model passes labels through; the loss checks them
+    with pytest.raises(ValueError, match=r"OIM labels must be in \[-1, 15\]"):
+        _oim_for(model)(model, outputs, images, bad)
 
 
 def test_images_without_people_train(tiny_batch) -> None:
     images, targets = tiny_batch
     model = create_model("seqnet_tiny")
     empty = {"boxes": torch.zeros((0, 4)), "pids": torch.zeros((0,), dtype=torch.long)}
-    losses = model.forward_train(images, [empty, targets[1]])
-    assert all(math.isfinite(v.item()) for v in losses.values())
+    outputs = model.forward_train(images, [empty, targets[1]])
+    assert all(math.isfinite(v.item()) for v in outputs.losses.values())
+    assert (outputs.person_image_index == 1).all()
 
 
 def test_split_pieces_compose_to_predict_inputs(tiny_batch) -> None:
@@ -231,9 +269,10 @@ def test_module_call_is_forward_train(tiny_batch) -> None:
     via_call = model(images, targets)
     torch.manual_seed(3)
     direct = model.forward_train(images, targets)
-    assert via_call.keys() == direct.keys()
-    for key in direct:
-        torch.testing.assert_close(via_call[key], direct[key])
+    assert via_call.losses.keys() == direct.losses.keys()
+    for key in direct.losses:
+        torch.testing.assert_close(via_call.losses[key], direct.losses[key])
+    torch.testing.assert_close(via_call.person_embeddings, direct.person_embeddings)
 
 
 def test_predict_batch_where_one_image_has_no_first_stage_boxes(tiny_batch) -> None:

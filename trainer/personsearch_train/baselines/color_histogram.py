@@ -12,15 +12,17 @@ measure identity matching alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from personsearch_train.data.images import read_bgr
 from personsearch_train.data.structures import PersonSearchSplit
-from personsearch_train.errors import DatasetFormatError
 from personsearch_train.evaluation.predictions import SearchPredictions
+from personsearch_train.evaluation.split_prediction import ImageDetections, predict_search_split
 
 __all__ = ["ColorHistogramEmbedder", "histogram_predictions"]
 
@@ -82,59 +84,62 @@ class ColorHistogramEmbedder:
         return out
 
 
-def _read(path) -> np.ndarray:  # noqa: ANN001 - a path-like
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetFormatError(f"{path}: cannot read this image (missing or not an image file)")
-    return image
+class _HistogramPredictor:
+    """The embedder behind the ``SplitPredictor`` protocol, for ground-truth-box mode only.
+
+    Args:
+        embedder: Descriptor settings.
+    """
+
+    def __init__(self, embedder: ColorHistogramEmbedder) -> None:
+        self.embedder = embedder
+
+    @property
+    def embedding_dim(self) -> int:
+        """Descriptor length ``D``."""
+        return self.embedder.dim
+
+    def load_image(self, path: Path) -> np.ndarray:
+        """Decode ``path`` as ``[H, W, 3]`` uint8 BGR."""
+        return read_bgr(path)
+
+    def detect(self, images: list[np.ndarray]) -> list[ImageDetections]:
+        """Not available: the baseline has no detector.
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(
+            "the colour-histogram baseline has no detector; it only describes given boxes"
+        )
+
+    def embed_boxes(self, images: list[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Describe each image's ``[M, 4]`` boxes: ``[M, D]`` float32 per image."""
+        return [self.embedder.embed(image, b) for image, b in zip(images, boxes, strict=True)]
 
 
 def histogram_predictions(
     split: PersonSearchSplit,
     embedder: ColorHistogramEmbedder | None = None,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: bool = False,
 ) -> SearchPredictions:
     """Run the baseline on a test split: ground-truth boxes, score 1, histogram embeddings.
 
     Args:
         split: A CUHK-SYSU or PRW test split (its images must exist on disk).
         embedder: Descriptor settings; defaults when None.
-        progress: Called as ``progress(done, total)`` after each image.
+        progress: Show tqdm progress bars.
 
     Returns:
         Predictions in the split's gallery and query order.
     """
-    embedder = embedder or ColorHistogramEmbedder()
-    queries_by_image: dict[str, list[int]] = {}
-    for q, query in enumerate(split.queries):
-        queries_by_image.setdefault(query.name, []).append(q)
-    query_embeddings = np.zeros((len(split.queries), embedder.dim), dtype=np.float32)
-    embeddings = []
-    done_queries: set[int] = set()
-    total = len(split.images)
-    for i, record in enumerate(split.images):
-        image = _read(record.path)
-        embeddings.append(embedder.embed(image, record.boxes))
-        wanted = queries_by_image.get(record.name, [])
-        if wanted:
-            query_embeddings[wanted] = embedder.embed(image, np.stack([split.queries[q].box for q in wanted]))
-            done_queries.update(wanted)
-        if progress is not None:
-            progress(i + 1, total)
-    # Queries whose image is not a gallery image (not the case in CUHK-SYSU or PRW, but allowed).
-    for wanted in queries_by_image.values():
-        pending = [q for q in wanted if q not in done_queries]
-        if pending:
-            image = _read(split.queries[pending[0]].path)
-            query_embeddings[pending] = embedder.embed(
-                image, np.stack([split.queries[q].box for q in pending])
-            )
-    return SearchPredictions.from_per_image(
-        [r.name for r in split.images],
-        [r.boxes for r in split.images],
-        [np.ones(len(r.boxes), dtype=np.float32) for r in split.images],
-        embeddings,
-        query_embeddings,
+    return predict_search_split(
+        _HistogramPredictor(embedder or ColorHistogramEmbedder()),
+        split,
+        # Each box is described on its own, so grouping images changes nothing.
+        batch_size=1,
+        ground_truth_boxes=True,
+        progress=progress,
         source=f"colour-histogram baseline on {split.root}",
     )

@@ -15,7 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: The subcommand's parser.
     """
-    parser.add_argument("--dataset", choices=("cuhk_sysu", "prw"), required=True, help="which dataset layout")
+    from personsearch_train.data.registry import available_readers
+
+    parser.add_argument(
+        "--dataset", choices=available_readers("person_search"), required=True, help="which dataset reader"
+    )
     parser.add_argument("--root", type=Path, required=True, help="dataset folder (e.g. <synth_out>/PRW)")
     parser.add_argument("--out", type=Path, required=True, help="predictions .npz to write")
 
@@ -30,12 +34,12 @@ def run(args: argparse.Namespace) -> int:
         Exit status 0.
     """
     from personsearch_train.baselines.color_histogram import ColorHistogramEmbedder, histogram_predictions
-    from personsearch_train.commands.evaluate import load_test_split
+    from personsearch_train.data.registry import load_split
 
     start = time.perf_counter()
-    split = load_test_split(args.dataset, args.root)
+    split = load_split(args.dataset, args.root, "test")
     embedder = ColorHistogramEmbedder()
-    predictions = histogram_predictions(split, embedder)
+    predictions = histogram_predictions(split, embedder, progress=True)
     path = predictions.save(args.out)
     print(
         f"baseline-hist: {predictions.num_gallery} gallery images, {len(predictions.det_scores)} boxes, "

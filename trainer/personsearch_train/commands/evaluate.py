@@ -1,8 +1,9 @@
 """``personsearch eval``: score a predictions file (or a checkpoint's model) with the exact protocol.
 
-Scoring itself is :func:`personsearch_train.evaluation.scoring.score_predictions`;
-this module only loads the dataset and the file, prints a table, writes the JSON
-and (optionally) the plots.
+Scoring itself is :func:`personsearch_train.evaluation.scoring.evaluate_predictions`;
+this module only reads the dataset (through the data registry) and the file, turns the
+options into one :class:`~personsearch_train.evaluation.scoring.EvalOptions`, prints a
+table, writes the JSON and (optionally) the plots.
 """
 
 from __future__ import annotations
@@ -10,30 +11,46 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from personsearch_train.atomic_files import atomic_write_bytes
+from personsearch_train.data.registry import available_readers, load_split
 from personsearch_train.errors import TrainerError
+from personsearch_train.evaluation.scoring import DEFAULT_GALLERY_SIZE, EvalOptions
+
+if TYPE_CHECKING:
+    from personsearch_train.data.structures import PersonSearchSplit
+    from personsearch_train.evaluation.predictions import SearchPredictions
+    from personsearch_train.evaluation.scoring import PersonSearchReport
 
 __all__ = [
-    "DATASETS",
     "add_arguments",
-    "load_test_split",
+    "eval_options_from_args",
     "report_predictions",
     "run",
     "write_json_atomically",
 ]
 
-#: Datasets this command scores.
-DATASETS = ("cuhk_sysu", "prw")
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+# argparse has no public name for the group type; typeshed and the stdlib both call it this.
+def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
     """Declare the options of ``personsearch eval``.
 
     Args:
         parser: The subcommand's parser.
+
+    Returns:
+        The required, mutually exclusive group of prediction sources
+        (``--predictions`` / ``--checkpoint``). A command that adds another source
+        (the exporter's ``--bundle``) adds it to this group, so argparse itself
+        enforces "exactly one source" with its usual message.
     """
-    parser.add_argument("--dataset", choices=DATASETS, required=True, help="which protocol to use")
+    parser.add_argument(
+        "--dataset",
+        choices=available_readers("person_search"),
+        required=True,
+        help="which dataset reader and protocol to use",
+    )
     parser.add_argument(
         "--root",
         type=Path,
@@ -69,14 +86,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gallery-size",
         type=int,
-        default=100,
-        help="CUHK-SYSU gallery size: 50, 100, 500, 1000, 2000, 4000, or -1 for the full set (default: 100)",
+        default=DEFAULT_GALLERY_SIZE,
+        help="CUHK-SYSU gallery size: 50, 100, 500, 1000, 2000, 4000, or -1 for the full set "
+        f"(default: {DEFAULT_GALLERY_SIZE})",
     )
     parser.add_argument(
         "--multi-view", action="store_true", help="PRW: remove the query camera's frames from the gallery"
     )
     parser.add_argument(
         "--cbgm", action="store_true", help="re-score with CBGM (needs the query_context_* arrays)"
+    )
+    parser.add_argument(
+        "--no-cws",
+        dest="cws",
+        action="store_false",
+        help="rank by cosine similarity alone; by default similarities are weighted by the detection "
+        "score (CWS, as SeqNet's model does)",
     )
     parser.add_argument(
         "--empty-queries",
@@ -91,27 +116,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write cmc.png (and, for CUHK-SYSU, gallery_size.png over every available size) here",
     )
+    return source
 
 
-def load_test_split(dataset: str, root: Path):  # noqa: ANN201 - PersonSearchSplit, imported lazily
-    """Read the test split of ``dataset`` from ``root`` with our readers.
+def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
+    """Check the options every source shares and turn the protocol ones into :class:`EvalOptions`.
+
+    The one place the command line's options are validated, whichever source
+    (``--predictions``, ``--checkpoint``, the exporter's ``--bundle``) makes the
+    predictions; each source adds only the checks of its own options.
 
     Args:
-        dataset: ``"cuhk_sysu"`` or ``"prw"``.
-        root: The dataset folder.
+        args: Parsed options of :func:`add_arguments`.
 
     Returns:
-        The :class:`~personsearch_train.data.structures.PersonSearchSplit`.
+        The protocol options.
+
+    Raises:
+        TrainerError: An option its dataset's protocol lacks, ``--batch-size`` below 1,
+            or ``--gt-boxes`` with ``--cbgm``.
     """
-    if dataset == "cuhk_sysu":
-        from personsearch_train.data.cuhk_sysu import load_cuhk_sysu
-
-        return load_cuhk_sysu(root, "test")
-    if dataset == "prw":
-        from personsearch_train.data.prw import load_prw
-
-        return load_prw(root, "test")
-    raise TrainerError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    options = EvalOptions(
+        dataset=args.dataset,
+        gallery_size=args.gallery_size,
+        multi_view=args.multi_view,
+        cbgm=args.cbgm,
+        cws=args.cws,
+        empty_queries=args.empty_queries,
+    )
+    if args.batch_size < 1:
+        raise TrainerError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.gt_boxes and args.cbgm:
+        raise TrainerError("--gt-boxes and --cbgm do not combine: CBGM re-scores detections")
+    return options
 
 
 def write_json_atomically(data: dict, path: Path) -> None:
@@ -132,7 +169,7 @@ def _table(title: str, rows: list[tuple[str, str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score the predictions file and report.
+    """Score the predictions file (or the checkpoint's predictions) and report.
 
     Args:
         args: Parsed options.
@@ -142,17 +179,12 @@ def run(args: argparse.Namespace) -> int:
     """
     from personsearch_train.evaluation.predictions import SearchPredictions
 
-    if args.dataset == "prw" and args.gallery_size != 100:
-        raise TrainerError("--gallery-size is a CUHK-SYSU option; PRW uses all frames (or --multi-view)")
-    if args.dataset == "cuhk_sysu" and args.multi_view:
-        raise TrainerError("--multi-view is a PRW option; CUHK-SYSU uses --gallery-size")
+    options = eval_options_from_args(args)
     if args.save_predictions is not None and args.checkpoint is None:
         raise TrainerError("--save-predictions needs --checkpoint (a predictions file is already saved)")
     if args.gt_boxes and args.checkpoint is None:
         raise TrainerError("--gt-boxes needs --checkpoint (it changes how the model is run)")
-    if args.gt_boxes and args.cbgm:
-        raise TrainerError("--gt-boxes and --cbgm do not combine: CBGM re-scores detections")
-    split = load_test_split(args.dataset, args.root)
+    split = load_split(options.dataset, args.root, "test")
     if args.checkpoint is not None:
         from personsearch_train.engine.inference import predictions_from_checkpoint
 
@@ -161,27 +193,41 @@ def run(args: argparse.Namespace) -> int:
             split,
             device=args.device,
             batch_size=args.batch_size,
-            query_context=args.cbgm,
+            query_context=options.cbgm,
             ground_truth_boxes=args.gt_boxes,
         )
         if args.save_predictions is not None:
             print(f"wrote {predictions.save(args.save_predictions)}")
-        return report_predictions(split, predictions, args, label=args.checkpoint.name)
-    predictions = SearchPredictions.load(args.predictions)
-    return report_predictions(split, predictions, args, label=args.predictions.name)
+        label = args.checkpoint.name
+    else:
+        predictions = SearchPredictions.load(args.predictions)
+        label = args.predictions.name
+    return report_predictions(
+        split, predictions, options, json_path=args.json, plot_dir=args.plot_dir, label=label
+    )
 
 
-def report_predictions(split, predictions, args: argparse.Namespace, *, label: str) -> int:  # noqa: ANN001
-    """Score predictions, print the table, write the JSON and plots the options ask for.
+def report_predictions(
+    split: PersonSearchSplit,
+    predictions: SearchPredictions,
+    options: EvalOptions,
+    *,
+    json_path: Path | None = None,
+    plot_dir: Path | None = None,
+    label: str,
+) -> int:
+    """Score predictions, print the table, and write the JSON and plots asked for.
 
-    The part of :func:`run` after loading, so a command that makes its predictions by
-    running a model can report them identically.
+    The part of :func:`run` after the predictions exist, so a command that makes its
+    predictions another way (the exporter's runtime path) reports them identically.
 
     Args:
-        split: The test split (a ``PersonSearchSplit``).
-        predictions: Its ``SearchPredictions``.
-        args: Parsed options of this command (``dataset``, ``gallery_size``,
-            ``multi_view``, ``cbgm``, ``empty_queries``, ``json``, ``plot_dir``).
+        split: The test split.
+        predictions: Its predictions.
+        options: The protocol to score with.
+        json_path: Where to write the headline numbers (fractions); none when None.
+        plot_dir: Where to write ``cmc.png`` (and, for CUHK-SYSU, ``gallery_size.png``);
+            none when None.
         label: Where the predictions came from, shown in the table title.
 
     Returns:
@@ -192,10 +238,11 @@ def report_predictions(split, predictions, args: argparse.Namespace, *, label: s
     report = evaluate_predictions(
         split,
         predictions,
-        gallery_size=args.gallery_size,
-        multi_view=args.multi_view,
-        cbgm=args.cbgm,
-        empty_queries=args.empty_queries,
+        gallery_size=options.gallery_size,
+        multi_view=options.multi_view,
+        cbgm=options.cbgm,
+        cws=options.cws,
+        empty_queries=options.empty_queries,
     )
     summary = report.summary()
     search = report.search
@@ -209,30 +256,41 @@ def report_predictions(split, predictions, args: argparse.Namespace, *, label: s
         ("queries scored", str(search.num_scored)),
         ("queries skipped", str(len(search.skipped))),
     ]
-    title = f"{search.protocol}{' + CBGM' if args.cbgm else ''}  ({label}, values in %)"
+    ranking = "" if options.cws else ", cosine without CWS"
+    title = f"{search.protocol}{' + CBGM' if options.cbgm else ''}  ({label}{ranking}, values in %)"
     print(_table(title, rows))
-    if args.json is not None:
-        write_json_atomically(summary, args.json)
-        print(f"wrote {args.json}")
-    if args.plot_dir is not None:
-        _write_plots(args, split, predictions, report)
+    if json_path is not None:
+        write_json_atomically(summary, json_path)
+        print(f"wrote {json_path}")
+    if plot_dir is not None:
+        _write_plots(Path(plot_dir), options, split, predictions, report)
     return 0
 
 
-def _write_plots(args: argparse.Namespace, split, predictions, report) -> None:  # noqa: ANN001
+def _write_plots(
+    plot_dir: Path,
+    options: EvalOptions,
+    split: PersonSearchSplit,
+    predictions: SearchPredictions,
+    report: PersonSearchReport,
+) -> None:
     from personsearch_train.evaluation.person_search import evaluate_search_cuhk
     from personsearch_train.evaluation.plots import plot_cmc, plot_gallery_size_curve
 
-    plot_dir = Path(args.plot_dir)
     cmc_path = plot_cmc({report.search.protocol: report.search.cmc}, plot_dir / "cmc.png")
     print(f"wrote {cmc_path}")
-    if args.dataset != "cuhk_sysu":
+    if options.dataset != "cuhk_sysu":
         return
     sizes = sorted(split.galleries)
     maps, top1s = [], []
     for size in sizes:
         result = evaluate_search_cuhk(
-            split, predictions, gallery_size=size, cbgm=args.cbgm, empty_queries=args.empty_queries
+            split,
+            predictions,
+            gallery_size=size,
+            cbgm=options.cbgm,
+            cws=options.cws,
+            empty_queries=options.empty_queries,
         )
         maps.append(result.mean_ap)
         top1s.append(result.top(1))

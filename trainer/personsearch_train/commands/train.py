@@ -4,6 +4,7 @@ Example:
     personsearch synth --out synthetic/ --preset tiny
     personsearch train --recipe synthetic_instant --data-root synthetic/ --out runs/instant
     personsearch train --recipe synthetic_instant --data-root synthetic/ --out runs/instant --resume
+    personsearch train --list-methods
 
 For several processes (one per GPU, or gloo on CPU) launch it with torchrun:
     torchrun --nproc_per_node 2 -m personsearch_runtime train --recipe ... --out ...
@@ -16,12 +17,12 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "format_methods", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser``."""
-    parser.add_argument("--recipe", required=True, help="recipe file, or a recipe name from trainer/recipes")
+    parser.add_argument("--recipe", help="recipe file, or a recipe name from trainer/recipes")
     parser.add_argument(
         "--data-root", help="dataset folder (or a folder holding CUHK-SYSU/ or PRW/); sets data.root"
     )
@@ -34,11 +35,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override recipe settings, e.g. --set optim.lr=0.01 train.epochs=2",
     )
-    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, config.yaml, logs)")
+    parser.add_argument("--out", type=Path, help="run folder (checkpoints, config.yaml, logs)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--list-methods",
+        action="store_true",
+        help="list the registered training methods (recipe key 'method') with their settings, and exit",
+    )
+
+
+def format_methods() -> str:
+    """The registered methods with their ``method_args`` and defaults, as text."""
+    from personsearch_train.methods import available_methods, get_method
+
+    lines = []
+    for name in available_methods():
+        cls = get_method(name)
+        lines.append(f"{name}: {cls.summary}")
+        labels = "identity labels and boxes" if cls.reads_identities else "boxes only (no identity labels)"
+        lines.append(f"  trains on: {', '.join(cls.dataset_kinds)} datasets; reads {labels}")
+        for arg, type_name, default in cls.describe_args():
+            lines.append(f"  method_args.{arg}: {type_name} = {default!r}")
+    return "\n".join(lines)
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -63,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from personsearch_train.engine.loop import Trainer
     from personsearch_train.errors import TrainerError
 
+    if args.list_methods:
+        print(format_methods())
+        return 0
+    if not args.recipe or args.out is None:
+        raise TrainerError("personsearch train needs --recipe and --out (or --list-methods)")
     cfg = load_config(args.recipe, args.overrides, data_root=args.data_root)
     check_paths(cfg)
     out: Path = args.out

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from personsearch_train.data.images import read_bgr
 from personsearch_train.data.structures import UNLABELLED, PersonSearchSplit
 from personsearch_train.data.transforms import random_hflip
 from personsearch_train.errors import DatasetFormatError
@@ -31,10 +32,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     Raises:
         DatasetFormatError: If the file is missing or not a readable image.
     """
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetFormatError(f"{path}: image is missing or cannot be decoded")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
 
 

@@ -2,14 +2,20 @@
 
 A checkpoint named ``NAME`` in a run folder is three files:
 
-* ``NAME.safetensors``: the model's ``state_dict`` (parameters and buffers, which
-  include OIM lookup tables and queues and any memory bank registered as a module);
-* ``NAME.json``: metadata: the resolved config, model name and constructor
-  overrides, ``label_to_pid`` (training label -> dataset identity), library
-  versions, epoch/iteration and metrics;
+* ``NAME.safetensors``: the model's ``state_dict`` (parameters and buffers);
+* ``NAME.json``: metadata: the resolved config, the model's name and every
+  constructor argument, the training method's name and settings, ``label_to_pid``
+  (training label -> dataset identity), library versions, epoch/iteration and metrics;
 * ``NAME.state.pt`` (only for resumable checkpoints): optimiser, scheduler, gradient
-  scaler and RNG states plus the position in training, written with ``torch.save``
-  and read back with ``weights_only=True``, so loading never unpickles code.
+  scaler and RNG states, the method's loss state (OIM tables, memory banks) and hook
+  state plus the position in training, written with ``torch.save`` and read back with
+  ``weights_only=True``, so loading never unpickles code.
+
+:func:`read_checkpoint` is the one loader, for the trainer's evaluation and resume and
+for the exporter: it builds the method the metadata names (``seqnet_oim`` for
+checkpoints older than the method registry), lets it bring an older layout up to date
+(:meth:`~personsearch_train.methods.base.TrainingMethod.upgrade_checkpoint`), builds the
+model and loads its weights strictly.
 
 The run folder keeps ``latest`` (every save) and ``best`` (the best evaluation so
 far). Every file is written to a temporary name, fsynced and renamed, and the JSON is
@@ -22,8 +28,9 @@ import json
 import platform
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,14 +39,22 @@ from safetensors.torch import load_file, save_file
 from personsearch_train.atomic_files import atomic_replace, atomic_write_bytes
 from personsearch_train.errors import TrainerError
 
+if TYPE_CHECKING:
+    from personsearch_train.methods.base import TrainingMethod
+
 __all__ = [
+    "CheckpointError",
     "CheckpointFiles",
+    "LoadedCheckpoint",
     "capture_rng_state",
     "find_checkpoint",
     "load_metadata",
     "load_model_from_checkpoint",
+    "load_model_weights",
     "load_resume_state",
-    "load_weights",
+    "method_of",
+    "read_checkpoint",
+    "read_weights",
     "restore_rng_state",
     "save_checkpoint",
     "versions",
@@ -47,6 +62,10 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+
+class CheckpointError(TrainerError):
+    """A checkpoint is missing, damaged, or its weights belong to another model."""
 
 
 class CheckpointFiles:
@@ -233,21 +252,127 @@ def weight_mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, 
     return details
 
 
-def load_weights(model: torch.nn.Module, files: CheckpointFiles) -> None:
-    """Load a checkpoint's safetensors weights into ``model`` (in place).
+def read_weights(files: CheckpointFiles) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's safetensors tensors.
 
     Raises:
-        TrainerError: If the file's tensors are not exactly the model's (names and shapes).
+        CheckpointError: The file cannot be read as safetensors (damaged or truncated).
     """
-    state = load_file(str(files.weights))
+    try:
+        return load_file(str(files.weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise CheckpointError(
+            f"{files.weights} is not a readable safetensors file ({exc}); the checkpoint is corrupt or "
+            "truncated - copy it again or re-save it from training"
+        ) from None
+
+
+def method_of(metadata: Mapping[str, Any]) -> TrainingMethod:
+    """The training method a checkpoint's metadata names, with its saved settings.
+
+    Checkpoints older than the method registry name none; they were trained by the
+    supervised baseline, ``seqnet_oim``.
+
+    Raises:
+        TrainerError: The method is not registered (import the module that defines it
+            first) or its saved settings no longer fit it.
+    """
+    from personsearch_train.methods import build_method
+
+    spec = metadata.get("method") or {"name": "seqnet_oim", "args": {}}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise CheckpointError("checkpoint metadata: key 'method' must be {'name': ..., 'args': {...}}")
+    return build_method(spec["name"], spec.get("args") or {})
+
+
+def _check_fits(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], files: CheckpointFiles, name: str
+) -> None:
     details = weight_mismatches(model.state_dict(), state)
     if details:
-        raise TrainerError(
-            f"{files.weights}: weights do not match the model built from {files.metadata.name} "
-            f"({'; '.join(details)}). If the checkpoint was saved by a version whose model "
-            "defaults differ, pass the old sizes in its metadata's model.kwargs, or re-train"
+        raise CheckpointError(
+            f"{files.weights}: the weights do not belong to model {name!r} "
+            f"described in {files.metadata.name} "
+            f"({'; '.join(details)}). The weights file comes from a different model, or was saved by a "
+            "version whose model defaults differ: pass the matching .safetensors/.json pair, or the old "
+            "sizes in the metadata's model.kwargs"
         )
-    model.load_state_dict(state, strict=True)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read by :func:`read_checkpoint`.
+
+    Attributes:
+        model: The model with its weights, eval mode, on the CPU.
+        metadata: The JSON metadata, in the current layout (after the method's upgrade).
+        method: The training method it names, with its saved settings.
+        files: Where it was read from.
+        loss_state: ``state_dict`` of the method's losses found among the weights of an
+            older checkpoint (OIM tables); empty for current ones, which keep it in the
+            resume state.
+    """
+
+    model: torch.nn.Module
+    metadata: dict[str, Any]
+    method: TrainingMethod
+    files: CheckpointFiles
+    loss_state: dict[str, torch.Tensor]
+
+    @property
+    def model_name(self) -> str:
+        """Registered model name."""
+        return str(self.metadata["model"]["name"])
+
+
+def read_checkpoint(path: str | Path, *, prefer: str = "best") -> LoadedCheckpoint:
+    """Build the model a checkpoint describes and load its weights strictly.
+
+    Args:
+        path: Run folder or checkpoint file (see :func:`find_checkpoint`).
+        prefer: Which checkpoint of a run folder to use first.
+
+    Returns:
+        The model (eval mode, CPU), its metadata, method and any legacy loss state.
+
+    Raises:
+        TrainerError: No checkpoint there, unreadable metadata, an unknown model or
+            method, damaged weights, or weights of another model (each says which).
+    """
+    from personsearch_train.models import create_model
+
+    files = find_checkpoint(path, prefer=prefer)
+    meta = load_metadata(files)
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"{files.metadata}: key 'model' must be {{'name': ..., 'kwargs': {{...}}}}")
+    method = method_of(meta)
+    meta, weights, loss_state = method.upgrade_checkpoint(meta, read_weights(files))
+    try:
+        model = create_model(meta["model"]["name"], **(meta["model"].get("kwargs") or {}))
+    except TrainerError as exc:
+        raise CheckpointError(f"{files.metadata}: {exc}") from None
+    _check_fits(model, weights, files, meta["model"]["name"])
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    return LoadedCheckpoint(model=model, metadata=meta, method=method, files=files, loss_state=loss_state)
+
+
+def load_model_weights(
+    model: torch.nn.Module, files: CheckpointFiles, method: TrainingMethod
+) -> dict[str, torch.Tensor]:
+    """Load a checkpoint's weights into an existing model (resume), through the method's upgrade.
+
+    Returns:
+        The loss state found among the weights of an older checkpoint (else empty).
+
+    Raises:
+        CheckpointError: Damaged weights, or weights that do not fit ``model``.
+    """
+    meta, weights, loss_state = method.upgrade_checkpoint(load_metadata(files), read_weights(files))
+    _check_fits(model, weights, files, str((meta.get("model") or {}).get("name")))
+    model.load_state_dict(weights, strict=True)
+    return loss_state
 
 
 def load_resume_state(files: CheckpointFiles) -> dict[str, Any]:
@@ -266,7 +391,7 @@ def load_resume_state(files: CheckpointFiles) -> dict[str, Any]:
 def load_model_from_checkpoint(
     path: str | Path, *, prefer: str = "best"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build the model a checkpoint describes and load its weights.
+    """Build the model a checkpoint describes and load its weights (:func:`read_checkpoint`).
 
     Args:
         path: Run folder or checkpoint file (see :func:`find_checkpoint`).
@@ -275,14 +400,5 @@ def load_model_from_checkpoint(
     Returns:
         ``(model, metadata)``; the model is in eval mode on the CPU.
     """
-    from personsearch_train.models import create_model
-
-    files = find_checkpoint(path, prefer=prefer)
-    meta = load_metadata(files)
-    spec = meta.get("model")
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise TrainerError(f"{files.metadata}: metadata has no 'model' entry with a 'name'")
-    model = create_model(spec["name"], **spec.get("kwargs", {}))
-    load_weights(model, files)
-    model.eval()
-    return model, meta
+    loaded = read_checkpoint(path, prefer=prefer)
+    return loaded.model, loaded.metadata

@@ -27,6 +27,7 @@ from personsearch_train.errors import ConfigError
 
 __all__ = [
     "DataConfig",
+    "DataSourceConfig",
     "EvalConfig",
     "ExperimentConfig",
     "ModelConfig",
@@ -34,6 +35,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
+    "build_dataclass",
     "check_paths",
     "config_from_dict",
     "config_to_dict",
@@ -45,8 +47,6 @@ __all__ = [
 #: Folder holding the named recipes (``trainer/recipes`` in a source checkout).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
-DATASETS = ("cuhk_sysu", "prw")
-
 
 @dataclass
 class ModelConfig:
@@ -55,9 +55,8 @@ class ModelConfig:
     Attributes:
         name: Registered builder name (``seqnet_r50``, ``seqnet_r18``, ``seqnet_tiny``).
         overrides: Keyword arguments passed to ``create_model(name, **overrides)``
-            (for example ``min_size``, ``max_size``, ``oim_num_labelled``). When
-            ``oim_num_labelled`` is absent, the trainer sets it to the training
-            split's number of identities.
+            (for example ``min_size``, ``max_size``, ``res4_stride``). Settings of the
+            training objective (OIM sizes) are the method's, in ``method_args``.
         backbone_weights: Optional torchvision-format ResNet state-dict file; no
             download ever happens.
     """
@@ -68,18 +67,40 @@ class ModelConfig:
 
 
 @dataclass
+class DataSourceConfig:
+    """One more training dataset, mixed with ``data.dataset`` by ratio.
+
+    Attributes:
+        dataset: Registered reader name (``personsearch_train.data.registry``).
+        root: Its folder.
+        ratio: Relative share of batches drawn from it (``data.ratio`` is the primary's).
+    """
+
+    dataset: str = ""
+    root: str = ""
+    ratio: float = 1.0
+
+
+@dataclass
 class DataConfig:
     """Training and test data.
 
     Attributes:
-        dataset: ``cuhk_sysu`` or ``prw``; picks the reader.
+        dataset: Registered reader name (``cuhk_sysu``, ``prw``, ...); picks the reader
+            of the training split and of the test split evaluated.
         root: Dataset folder (the one holding ``Image/`` for CUHK-SYSU or ``frames/``
             for PRW). Relative paths are resolved against the working directory.
         flip_prob: Probability of a horizontal flip of a training image.
         aspect_grouping: Batch portrait and landscape images separately.
         num_workers: DataLoader worker processes per rank.
         use_identities: When False every training box is given the unlabelled id
-            ``-1``, i.e. training from boxes only (weakly supervised methods).
+            ``-1``, i.e. training from boxes only (weakly supervised methods, whose
+            ``reads_identities`` is False, get that whatever this says).
+        mix: More training datasets; every batch then comes from one source, drawn
+            with probability proportional to its ratio
+            (:class:`~personsearch_train.data.mixing.RatioBatchSampler`), and each
+            source's identities get labels of their own.
+        ratio: The primary dataset's share when ``mix`` is set.
     """
 
     dataset: str = "cuhk_sysu"
@@ -88,6 +109,8 @@ class DataConfig:
     aspect_grouping: bool = True
     num_workers: int = 0
     use_identities: bool = True
+    mix: list[DataSourceConfig] = field(default_factory=list)
+    ratio: float = 1.0
 
 
 @dataclass
@@ -186,6 +209,8 @@ class EvalConfig:
         gallery_size: CUHK-SYSU gallery size (ignored for PRW).
         multi_view: PRW multi-view protocol.
         cbgm: Context bipartite graph matching.
+        cws: Rank by similarity x detection score (confidence-weighted similarity, as
+            SeqNet's evaluation does); False ranks by cosine alone.
         batch_size: Images per inference batch.
         best_metric: Metric used to pick the best checkpoint (key of the scores dict).
     """
@@ -194,14 +219,23 @@ class EvalConfig:
     gallery_size: int = 100
     multi_view: bool = False
     cbgm: bool = False
+    cws: bool = True
     batch_size: int = 2
     best_metric: str = "mAP"
 
 
 @dataclass
 class ExperimentConfig:
-    """A whole recipe."""
+    """A whole recipe.
 
+    Attributes:
+        method: Registered training method (``personsearch train --list-methods``);
+            ``seqnet_oim``, the supervised baseline, by default.
+        method_args: The method's settings, checked against its ``Args`` dataclass.
+    """
+
+    method: str = "seqnet_oim"
+    method_args: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -211,7 +245,6 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Check value ranges and choices; raises :class:`ConfigError` naming the key."""
-        _choice("data.dataset", self.data.dataset, DATASETS)
         _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
         _choice("schedule.kind", self.schedule.kind, ("multistep", "cosine"))
         _choice("train.device", self.train.device, ("auto", "cpu", "cuda"))
@@ -233,6 +266,17 @@ class ExperimentConfig:
                 raise ConfigError(f"{'data' if section is self.data else 'train'}.{name} must be >= 0")
         if self.eval.every < 0:
             raise ConfigError("eval.every must be >= 0")
+        for i, source in enumerate(self.data.mix):
+            if source.ratio < 0:
+                raise ConfigError(f"data.mix[{i}].ratio must be >= 0, got {source.ratio}")
+        if self.data.ratio < 0:
+            raise ConfigError(f"data.ratio must be >= 0, got {self.data.ratio}")
+        if self.data.mix and self.data.ratio + sum(s.ratio for s in self.data.mix) <= 0:
+            raise ConfigError("data.ratio and data.mix[*].ratio are all 0; give some source a positive ratio")
+        # Method and settings last: the method may check any of the keys above.
+        from personsearch_train.methods import build_method
+
+        build_method(self.method, self.method_args).check_config(self)
 
 
 def _choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -270,7 +314,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping of settings, got {type(value).__name__}")
-        return _build(tp, value, key)
+        return build_dataclass(tp, value, key)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
@@ -299,7 +343,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported setting type {_type_name(tp)}")
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and value type.
+
+    Args:
+        cls: A dataclass whose field annotations are the accepted types.
+        data: Parsed settings.
+        prefix: Dotted key of ``data`` in the recipe, used in error messages.
+
+    Returns:
+        The instance.
+
+    Raises:
+        ConfigError: Unknown key (the message lists the valid ones) or wrong type.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -321,7 +378,13 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"a recipe must be a YAML mapping, got {type(data).__name__}")
-    cfg = _build(ExperimentConfig, data, "")
+    from personsearch_train.methods import get_method
+
+    method = data.get("method", ExperimentConfig.method)
+    if not isinstance(method, str):
+        raise ConfigError(f"method: expected a method name, got {type(method).__name__} {method!r}")
+    data = get_method(method).migrate_recipe(yaml.safe_load(yaml.safe_dump(dict(data))))
+    cfg = build_dataclass(ExperimentConfig, data, "")
     cfg.validate()
     return cfg
 
@@ -420,6 +483,8 @@ def load_config(
     if data_root is not None:
         cfg.data.root = str(data_root)
     cfg.data.root = _dataset_folder(cfg.data.dataset, cfg.data.root)
+    for source in cfg.data.mix:
+        source.root = _dataset_folder(source.dataset, source.root)
     return cfg
 
 
@@ -449,6 +514,11 @@ def check_paths(cfg: ExperimentConfig) -> None:
         raise ConfigError("data.root is not set; pass --data-root DIR or --set data.root=DIR")
     if not Path(cfg.data.root).is_dir():
         raise ConfigError(f"data.root: dataset folder {cfg.data.root} does not exist")
+    for i, source in enumerate(cfg.data.mix):
+        if not source.root or not Path(source.root).is_dir():
+            raise ConfigError(
+                f"data.mix[{i}].root: dataset folder {source.root or '(not set)'} does not exist"
+            )
     weights = cfg.model.backbone_weights
     if weights and not Path(weights).expanduser().is_file():
         raise ConfigError(f"model.backbone_weights: file {weights} does not exist")

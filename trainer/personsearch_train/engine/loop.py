@@ -1,9 +1,18 @@
 """The training loop: one :class:`Trainer` for every method.
 
-What it does per step: move a batch to the device, run ``model.forward_train`` (plus
-any hook's extra losses) under autocast where the device supports it, sum the
-weighted losses, back-propagate (OIM tables update in backward), clip the global
-gradient norm, step the optimiser and the per-iteration schedule.
+The trainer builds everything from the recipe's method
+(:class:`~personsearch_train.methods.base.TrainingMethod`), in this order, each step a
+method of its own: the training data (:meth:`Trainer.build_train_data`), the model
+(:meth:`Trainer.build_model`), the method's losses (:meth:`Trainer.build_losses`), the
+hooks (:meth:`Trainer.build_hooks`), then the optimiser and schedule. A method changes
+what these return, never the loop.
+
+What it does per step: move a batch to the device, run ``model.forward_train`` and the
+method's losses on its outputs (plus any hook's extra losses) under autocast where the
+device supports it, sum the weighted losses, back-propagate (OIM tables update in
+backward), clip the global gradient norm, step the optimiser and the per-iteration
+schedule. Every ``eval.every`` epochs it runs the method's inference into the method's
+evaluator (:func:`~personsearch_train.engine.evaluation.run_evaluation`).
 
 Around that: checkpoints every ``train.checkpoint_every`` epochs (``latest``), the
 best evaluation so far (``best``), evaluation every ``eval.every`` epochs writing a
@@ -11,8 +20,8 @@ predictions file, tqdm progress bars with ETA and running losses, TensorBoard
 scalars, and a JSON-lines log of every step's losses (``train_log.jsonl``).
 
 Resume is exact: the checkpoint stores the position (epoch, step within the epoch),
-optimiser, scheduler, gradient-scaler and RNG states, hook state, and the model's
-buffers (OIM lookup table and queue). Batches depend only on ``(seed, epoch)`` and
+optimiser, scheduler, gradient-scaler and RNG states, the method's loss state (OIM
+lookup table and queue) and hook state. Batches depend only on ``(seed, epoch)`` and
 augmentation only on ``(seed, epoch, item)``, so a resumed run skips the steps it
 already did and continues with the same batches. On the CPU with
 ``train.deterministic: true`` the losses match an uninterrupted run bit for bit.
@@ -39,41 +48,29 @@ from torch import nn
 from tqdm import tqdm
 
 from personsearch_train.atomic_files import atomic_write_bytes
-from personsearch_train.data.samplers import GroupedBatchSampler
 from personsearch_train.data.structures import PersonSearchSplit
-from personsearch_train.data.torch_dataset import PersonSearchTrainDataset, collate_batch
 from personsearch_train.engine.checkpoint import (
     CheckpointFiles,
     capture_rng_state,
     load_metadata,
+    load_model_weights,
     load_resume_state,
-    load_weights,
     restore_rng_state,
     save_checkpoint,
     versions,
 )
 from personsearch_train.engine.config import ExperimentConfig, check_paths, config_to_dict, dump_config
 from personsearch_train.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from personsearch_train.engine.evaluation import run_evaluation
 from personsearch_train.engine.hooks import TrainingHook
 from personsearch_train.engine.host_memory import retain_freed_host_memory
 from personsearch_train.engine.optim import build_optimizer, build_scheduler
 from personsearch_train.engine.precision import autocast_context, autocast_dtype
 from personsearch_train.errors import TrainerError
+from personsearch_train.methods import MethodLosses, TrainingData, TrainingMethod, build_method
+from personsearch_train.models.structures import TrainingOutputs
 
-__all__ = ["TrainResult", "Trainer", "load_split"]
-
-
-def load_split(dataset: str, root: str | Path, split: str) -> PersonSearchSplit:
-    """Read a split with the reader registered for ``dataset`` (``cuhk_sysu`` or ``prw``)."""
-    if dataset == "cuhk_sysu":
-        from personsearch_train.data.cuhk_sysu import load_cuhk_sysu
-
-        return load_cuhk_sysu(root, split)
-    if dataset == "prw":
-        from personsearch_train.data.prw import load_prw
-
-        return load_prw(root, split)
-    raise TrainerError(f"data.dataset: no reader for {dataset!r}")
+__all__ = ["TrainResult", "Trainer"]
 
 
 @dataclass
@@ -97,26 +94,39 @@ class TrainResult:
 
 
 class _TrainForward(nn.Module):
-    """What DDP wraps: the model's training forward plus hook losses, as ``forward``.
+    """What DDP wraps: the model's training forward, the method's losses and hook losses.
 
-    DDP synchronises gradients of whatever ``forward`` touched, so hook modules (crop
-    branches, projection heads) live here too.
+    DDP synchronises gradients of whatever ``forward`` touched, so the method's loss
+    modules and hook modules (crop branches, projection heads) live here too.
     """
 
-    def __init__(self, model: nn.Module, hook_modules: nn.ModuleDict, hooks: Sequence[TrainingHook]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        losses: MethodLosses,
+        hook_modules: nn.ModuleDict,
+        hooks: Sequence[TrainingHook],
+    ) -> None:
         super().__init__()
         self.model = model
+        self.losses = losses
         self.hook_modules = hook_modules
         self._hooks = list(hooks)
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        losses = dict(self.model.forward_train(images, targets))
-        for hook in self._hooks:
-            for name, value in hook.extra_losses(self.model, images, targets).items():
+        outputs = self.model.forward_train(images, targets)
+        if not isinstance(outputs, TrainingOutputs):
+            raise TrainerError(
+                f"{type(self.model).__name__}.forward_train returned {type(outputs).__name__}; "
+                "a model trained by the engine returns personsearch_train.models.TrainingOutputs"
+            )
+        losses = dict(outputs.losses)
+        extra = [(type(self.losses).__name__, self.losses(self.model, outputs, images, targets))]
+        extra += [(type(h).__name__, h.extra_losses(self.model, images, targets)) for h in self._hooks]
+        for owner, terms in extra:
+            for name, value in terms.items():
                 if name in losses:
-                    raise TrainerError(
-                        f"hook {type(hook).__name__} returned loss {name!r}, which already exists"
-                    )
+                    raise TrainerError(f"{owner} returned loss {name!r}, which already exists")
                 losses[name] = value
         return losses
 
@@ -127,11 +137,12 @@ class Trainer:
     Args:
         cfg: The resolved experiment config.
         run_dir: Output folder (checkpoints, ``config.yaml``, logs, predictions, ``tb/``).
-        hooks: Method callbacks (see :mod:`personsearch_train.engine.hooks`).
-        model: A ready model; built from ``cfg.model`` when None.
-        train_split: Training split; read from ``cfg.data`` when None.
-        test_split: Test split for evaluation; read from ``cfg.data`` when None and
+        hooks: Callbacks run after the method's own (see :mod:`personsearch_train.engine.hooks`).
+        model: A ready model; built by the method when None.
+        train_split: Primary training split; read from ``cfg.data`` when None.
+        test_split: Test split for evaluation; built by the method when None and
             ``eval.every > 0``.
+        method: A ready method; built from ``cfg.method`` and ``cfg.method_args`` when None.
         progress: Show progress bars (main rank only).
 
     Example:
@@ -148,11 +159,14 @@ class Trainer:
         model: nn.Module | None = None,
         train_split: PersonSearchSplit | None = None,
         test_split: PersonSearchSplit | None = None,
+        method: TrainingMethod | None = None,
         progress: bool = True,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.hooks = list(hooks)
+        self._extra_hooks = list(hooks)
+        self.hooks: list[TrainingHook] = []
+        self.method = method if method is not None else build_method(cfg.method, cfg.method_args)
         self._model = model
         self._train_split = train_split
         self._test_split = test_split
@@ -165,16 +179,49 @@ class Trainer:
         self.dist: DistInfo | None = None
 
     # ----------------------------------------------------------------- set-up
-    def _model_kwargs(self, split: PersonSearchSplit) -> dict[str, Any]:
-        kwargs = dict(self.cfg.model.overrides)
-        kwargs.setdefault("num_labelled_ids", max(1, split.num_identities))
-        return kwargs
-
     def setup(self) -> None:
-        """Check paths, join the process group, read data, build model and optimiser."""
+        """Check paths, join the process group, then build data, model, losses, hooks, optimiser."""
         cfg = self.cfg
         if self._train_split is None:
             check_paths(cfg)
+        self._init_process()
+        self.data = self.build_train_data()
+        self.dataset = self.data.dataset
+        self.sampler = self.data.sampler
+        self.train_split = self.data.splits[0]
+        self.iters_per_epoch = self.sampler.batches_per_epoch()
+        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model = self.build_model().to(self.device, memory_format=memory_format)
+        self.model.train()
+        self.losses = self.build_losses().to(self.device)
+        self.hooks = self.build_hooks()
+        self.hook_modules = nn.ModuleDict({k: v for h in self.hooks for k, v in h.modules().items()}).to(
+            self.device, memory_format=memory_format
+        )
+        self.train_module: nn.Module = _TrainForward(self.model, self.losses, self.hook_modules, self.hooks)
+        if self.dist.distributed:
+            self.train_module = nn.parallel.DistributedDataParallel(
+                self.train_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.train.find_unused_parameters,
+            )
+        params = [
+            *self.model.parameters(),
+            *self.losses.parameters(),
+            *self.hook_modules.parameters(),
+        ]
+        self.optimizer = build_optimizer(params, cfg.optim)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.schedule, iters_per_epoch=self.iters_per_epoch, epochs=cfg.train.epochs
+        )
+        self.amp_dtype = autocast_dtype(self.device, enabled=cfg.train.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # Different ranks draw different RoI samples; rank 0 keeps the seed itself.
+        torch.manual_seed(cfg.train.seed + self.dist.rank)
+
+    def _init_process(self) -> None:
+        """Join the process group, pick the device, set threads, allocator and seeds."""
+        cfg = self.cfg
         self.dist = init_distributed(cfg.train.device)
         if cfg.train.batch_size % self.dist.world_size:
             raise TrainerError(
@@ -194,59 +241,33 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
 
-        if self._train_split is None:
-            self._train_split = load_split(cfg.data.dataset, cfg.data.root, "train")
-        self.train_split = self._train_split
-        self.dataset = PersonSearchTrainDataset(
-            self.train_split,
-            flip_prob=cfg.data.flip_prob,
-            seed=cfg.train.seed,
-            use_identities=cfg.data.use_identities,
+    def build_train_data(self) -> TrainingData:
+        """The method's training data, with this rank's sampler."""
+        return self.method.build_train_data(
+            self.cfg, rank=self.dist.rank, world_size=self.dist.world_size, train_split=self._train_split
         )
-        self.sampler = GroupedBatchSampler(
-            num_items=len(self.dataset),
-            batch_size=cfg.train.batch_size // self.dist.world_size,
-            seed=cfg.train.seed,
-            aspect_ratios=self.dataset.aspect_ratios() if cfg.data.aspect_grouping else None,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            max_batches=cfg.train.max_iters_per_epoch,
-        )
-        self.iters_per_epoch = self.sampler.batches_per_epoch()
 
-        if self._model is None:
-            from personsearch_train.models import create_model
+    def build_model(self) -> nn.Module:
+        """The method's model (or the one given to the constructor)."""
+        if self._model is not None:
+            self.model_kwargs = dict(self.cfg.model.overrides)
+            return self._model
+        self.model_kwargs = self.method.model_arguments(self.cfg, self.data)
+        return self.method.build_model(self.cfg, self.data)
 
-            self.model_kwargs = self._model_kwargs(self.train_split)
-            self._model = create_model(cfg.model.name, **self.model_kwargs)
-            if cfg.model.backbone_weights:
-                from personsearch_train.models import load_backbone_weights
-
-                load_backbone_weights(self._model, Path(cfg.model.backbone_weights).expanduser())
-        else:
-            self.model_kwargs = dict(cfg.model.overrides)
-        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.model = self._model.to(self.device, memory_format=memory_format)
-        self.model.train()
-        self.hook_modules = nn.ModuleDict({k: v for h in self.hooks for k, v in h.modules().items()}).to(
-            self.device, memory_format=memory_format
-        )
-        self.train_module: nn.Module = _TrainForward(self.model, self.hook_modules, self.hooks)
-        if self.dist.distributed:
-            self.train_module = nn.parallel.DistributedDataParallel(
-                self.train_module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.train.find_unused_parameters,
+    def build_losses(self) -> MethodLosses:
+        """The method's losses on the model's training outputs."""
+        losses = self.method.build_losses(self.cfg, self.model, self.data)
+        if not isinstance(losses, nn.Module):
+            raise TrainerError(
+                f"method {self.method.name!r}: build_losses must return an nn.Module, "
+                f"got {type(losses).__name__}"
             )
-        params = list(self.model.parameters()) + list(self.hook_modules.parameters())
-        self.optimizer = build_optimizer(params, cfg.optim)
-        self.scheduler = build_scheduler(
-            self.optimizer, cfg.schedule, iters_per_epoch=self.iters_per_epoch, epochs=cfg.train.epochs
-        )
-        self.amp_dtype = autocast_dtype(self.device, enabled=cfg.train.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        # Different ranks draw different RoI samples; rank 0 keeps the seed itself.
-        torch.manual_seed(cfg.train.seed + self.dist.rank)
+        return losses
+
+    def build_hooks(self) -> list[TrainingHook]:
+        """The method's hooks, then those given to the constructor."""
+        return [*self.method.build_hooks(self.cfg, self.model, self.data), *self._extra_hooks]
 
     # ------------------------------------------------------------ checkpoints
     def _metadata(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -258,8 +279,9 @@ class Trainer:
                 "name": self.cfg.model.name,
                 "kwargs": getattr(self.model, "constructor_arguments", self.model_kwargs),
             },
+            "method": {"name": self.method.name, "args": self.method.settings()},
             "dataset": {"name": self.cfg.data.dataset, "root": str(self.cfg.data.root)},
-            "label_to_pid": self.train_split.label_to_pid.tolist(),
+            "label_to_pid": self.data.label_to_pid.tolist(),
             "epoch": self.epoch,
             "iter_in_epoch": self.iter_in_epoch,
             "global_step": self.global_step,
@@ -284,6 +306,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_per_rank,
+            "method_losses": self.losses.state_dict(),
             "hook_modules": self.hook_modules.state_dict(),
             "hooks": [h.state_dict() for h in self.hooks],
         }
@@ -309,8 +332,22 @@ class Trainer:
                 f"--resume: {files.metadata} is for model {meta.get('model', {}).get('name')!r}, "
                 f"the recipe asks for {self.cfg.model.name!r}"
             )
-        load_weights(self.model, files)
+        # Checkpoints older than the method registry name no method: seqnet_oim trained them.
+        saved_method = (meta.get("method") or {}).get("name", "seqnet_oim")
+        if saved_method != self.method.name:
+            raise TrainerError(
+                f"--resume: {files.metadata} was trained by method {saved_method!r}, "
+                f"the recipe asks for {self.method.name!r}"
+            )
+        legacy_loss_state = load_model_weights(self.model, files, self.method)
         state = load_resume_state(files)
+        try:
+            self.losses.load_state_dict(state.get("method_losses", legacy_loss_state))
+        except RuntimeError as exc:
+            raise TrainerError(
+                f"--resume: the method's loss state in {files.folder} does not fit the recipe's "
+                f"method_args ({exc}); resume with the settings the run started with"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -417,6 +454,10 @@ class Trainer:
     def fit(self, *, resume: bool = False, max_steps: int = 0) -> TrainResult:
         """Train to the end of the schedule (or until interrupted).
 
+        The steps, in order: :meth:`setup` (build everything), restore ``latest`` when
+        resuming, then per epoch :meth:`train_epoch` and :meth:`end_epoch` (hooks,
+        evaluation, checkpoints).
+
         Args:
             resume: Continue from ``run_dir/latest`` (exactly where it stopped).
             max_steps: If > 0, stop after this many optimiser steps *of this call*
@@ -435,95 +476,121 @@ class Trainer:
         for hook in self.hooks:
             hook.before_train(self)
         result = TrainResult(global_step=self.global_step)
-        writer = self._open_writer()
-        log_file = (
+        self._writer = self._open_writer()
+        self._log_file = (
             (self.run_dir / "train_log.jsonl").open("a", encoding="utf-8") if self.dist.is_main else None
         )
-        steps_this_call = 0
+        self._max_steps = max_steps
+        self._steps_this_call = 0
         try:
             with self._sigint_guard():
                 while self.epoch < self.cfg.train.epochs:
-                    epoch = self.epoch
-                    self.dataset.set_epoch(epoch)
-                    self.sampler.set_epoch(epoch, skip=self.iter_in_epoch)
-                    for hook in self.hooks:
-                        hook.before_epoch(self, epoch)
-                    loader = torch.utils.data.DataLoader(
-                        self.dataset,
-                        batch_sampler=self.sampler,
-                        collate_fn=collate_batch,
-                        num_workers=self.cfg.data.num_workers,
-                        pin_memory=self.device.type == "cuda",
-                        # Its own generator: creating the iterator must not draw from the
-                        # global RNG, or a resumed epoch would see different RoI samples.
-                        generator=torch.Generator().manual_seed(self.cfg.train.seed * 7919 + epoch),
-                    )
-                    bar = tqdm(
-                        total=self.iters_per_epoch,
-                        initial=self.iter_in_epoch,
-                        desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
-                        disable=not (self.progress and self.dist.is_main),
-                        dynamic_ncols=True,
-                    )
-                    running: dict[str, float] = {}
-                    for images, targets in loader:
-                        lr = self.optimizer.param_groups[0]["lr"]
-                        values = self._step(images, targets)
-                        self.scheduler.step()
-                        self.global_step += 1
-                        self.iter_in_epoch += 1
-                        steps_this_call += 1
-                        record = {"step": self.global_step, "epoch": epoch, "lr": lr, **values}
-                        result.steps.append(record)
-                        for k, v in values.items():
-                            running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
-                        bar.set_postfix(
-                            {k: f"{v:.3f}" for k, v in running.items() if k != "grad_norm"}, refresh=False
-                        )
-                        bar.update(1)
-                        if log_file is not None:
-                            log_file.write(json.dumps(record) + "\n")
-                            log_file.flush()
-                        if writer is not None and self.global_step % max(1, self.cfg.train.log_every) == 0:
-                            for k, v in values.items():
-                                writer.add_scalar(f"train/{k}", v, self.global_step)
-                            writer.add_scalar("train/lr", lr, self.global_step)
-                        for hook in self.hooks:
-                            hook.after_step(self, values)
-                        if (max_steps and steps_this_call >= max_steps) or self._should_stop():
-                            bar.close()
-                            self.save("latest")
-                            result.interrupted = True
-                            return result
-                    bar.close()
-                    for hook in self.hooks:
-                        hook.after_epoch(self, epoch)
-                    self.epoch += 1
-                    self.iter_in_epoch = 0
-                    last = self.epoch == self.cfg.train.epochs
-                    metrics = None
-                    every = self.cfg.eval.every
-                    if every > 0 and (self.epoch % every == 0 or last):
-                        metrics = self.evaluate(writer=writer)
-                        result.metrics.append({"epoch": self.epoch, **metrics})
-                    every_ckpt = self.cfg.train.checkpoint_every
-                    stop = self._should_stop()
-                    is_best = metrics is not None and self._update_best(metrics)
-                    if last or stop or (every_ckpt > 0 and self.epoch % every_ckpt == 0):
-                        self.save("latest", metrics=metrics)
-                    if is_best:
-                        self.save("best", metrics=metrics, resumable=False)
-                    if stop and not last:
+                    if not self.train_epoch(result) or not self.end_epoch(result):
                         result.interrupted = True
-                        return result
+                        break
         finally:
             result.global_step = self.global_step
             result.seconds = time.perf_counter() - started
-            if log_file is not None:
-                log_file.close()
-            if writer is not None:
-                writer.close()
+            if self._log_file is not None:
+                self._log_file.close()
+            if self._writer is not None:
+                self._writer.close()
         return result
+
+    def _loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, skip=self.iter_in_epoch)
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.data.collate,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            # Its own generator: creating the iterator must not draw from the global RNG,
+            # or a resumed epoch would see different RoI samples.
+            generator=torch.Generator().manual_seed(self.cfg.train.seed * 7919 + epoch),
+        )
+
+    def train_epoch(self, result: TrainResult) -> bool:
+        """Run the rest of epoch ``self.epoch``: its remaining steps, with logs and hooks.
+
+        Returns:
+            False when training stopped inside the epoch (``max_steps`` or Ctrl-C; a
+            resumable ``latest`` was written), True when the epoch's last step ran.
+        """
+        epoch = self.epoch
+        for hook in self.hooks:
+            hook.before_epoch(self, epoch)
+        loader = self._loader(epoch)
+        bar = tqdm(
+            total=self.iters_per_epoch,
+            initial=self.iter_in_epoch,
+            desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+            disable=not (self.progress and self.dist.is_main),
+            dynamic_ncols=True,
+        )
+        running: dict[str, float] = {}
+        try:
+            for images, targets in loader:
+                lr = self.optimizer.param_groups[0]["lr"]
+                values = self._step(images, targets)
+                self.scheduler.step()
+                self.global_step += 1
+                self.iter_in_epoch += 1
+                self._steps_this_call += 1
+                record = {"step": self.global_step, "epoch": epoch, "lr": lr, **values}
+                result.steps.append(record)
+                for k, v in values.items():
+                    running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
+                bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in running.items() if k != "grad_norm"}, refresh=False
+                )
+                bar.update(1)
+                self._log_step(record, values, lr)
+                for hook in self.hooks:
+                    hook.after_step(self, values)
+                if (self._max_steps and self._steps_this_call >= self._max_steps) or self._should_stop():
+                    bar.close()
+                    self.save("latest")
+                    return False
+        finally:
+            bar.close()
+        return True
+
+    def _log_step(self, record: dict[str, Any], values: dict[str, float], lr: float) -> None:
+        if self._log_file is not None:
+            self._log_file.write(json.dumps(record) + "\n")
+            self._log_file.flush()
+        if self._writer is not None and self.global_step % max(1, self.cfg.train.log_every) == 0:
+            for k, v in values.items():
+                self._writer.add_scalar(f"train/{k}", v, self.global_step)
+            self._writer.add_scalar("train/lr", lr, self.global_step)
+
+    def end_epoch(self, result: TrainResult) -> bool:
+        """After an epoch's last step: hooks, evaluation when due, checkpoints.
+
+        Returns:
+            False when a stop was requested (a resumable ``latest`` was written) and
+            epochs remain, True otherwise.
+        """
+        for hook in self.hooks:
+            hook.after_epoch(self, self.epoch)
+        self.epoch += 1
+        self.iter_in_epoch = 0
+        last = self.epoch == self.cfg.train.epochs
+        metrics = None
+        every = self.cfg.eval.every
+        if every > 0 and (self.epoch % every == 0 or last):
+            metrics = self.evaluate(writer=self._writer)
+            result.metrics.append({"epoch": self.epoch, **metrics})
+        every_ckpt = self.cfg.train.checkpoint_every
+        stop = self._should_stop()
+        is_best = metrics is not None and self._update_best(metrics)
+        if last or stop or (every_ckpt > 0 and self.epoch % every_ckpt == 0):
+            self.save("latest", metrics=metrics)
+        if is_best:
+            self.save("best", metrics=metrics, resumable=False)
+        return not (stop and not last)
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
         key = self.cfg.eval.best_metric
@@ -539,34 +606,33 @@ class Trainer:
 
     # -------------------------------------------------------------- evaluate
     def evaluate(self, *, writer: Any = None) -> dict[str, float]:
-        """Predict on the test split, write the predictions file and score it (rank 0).
+        """Score the model with the method's evaluator on its test data (rank 0).
+
+        The method's ``inference`` output goes through the evaluator's ``reset /
+        process / evaluate``; an evaluator with a ``save(path)`` method (the default
+        person-search one writes the predictions file) is asked to keep its outputs in
+        ``predictions/epoch_NNN.npz``.
 
         Returns:
             The scores (broadcast to every rank).
         """
         scores: dict[str, float] = {}
         if self.dist.is_main:
-            from personsearch_train.engine.inference import predict_split
-            from personsearch_train.evaluation.scoring import score_predictions
-
             if self._test_split is None:
-                self._test_split = load_split(self.cfg.data.dataset, self.cfg.data.root, "test")
-            predictions = predict_split(
+                self._test_split = self.method.build_test_data(self.cfg)
+            evaluator = self.method.build_evaluator(self.cfg, self._test_split)
+            scores = run_evaluation(
+                self.method,
                 self.model,
                 self._test_split,
+                evaluator,
+                self.cfg,
                 device=self.device,
-                batch_size=self.cfg.eval.batch_size,
-                query_context=self.cfg.eval.cbgm,
                 progress=self.progress,
             )
-            predictions.save(self.run_dir / "predictions" / f"epoch_{self.epoch:03d}.npz")
-            scores = score_predictions(
-                self._test_split,
-                predictions,
-                gallery_size=self.cfg.eval.gallery_size,
-                multi_view=self.cfg.eval.multi_view,
-                cbgm=self.cfg.eval.cbgm,
-            )
+            save = getattr(evaluator, "save", None)
+            if callable(save):
+                save(self.run_dir / "predictions" / f"epoch_{self.epoch:03d}.npz")
             line = json.dumps({"epoch": self.epoch, "step": self.global_step, **scores})
             with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
                 handle.write(line + "\n")

@@ -14,11 +14,17 @@ from personsearch_train.evaluation.person_search import (
     evaluate_search_prw,
 )
 from personsearch_train.evaluation.predictions import SearchPredictions
-from personsearch_train.evaluation.scoring import PersonSearchReport, evaluate_predictions, score_predictions
+from personsearch_train.evaluation.scoring import (
+    EvalOptions,
+    PersonSearchReport,
+    evaluate_predictions,
+    score_predictions,
+)
 from personsearch_train.evaluation.text_retrieval import evaluate_text_to_image, mean_similarity_distribution
 
 __all__ = [
     "DetectionResult",
+    "EvalOptions",
     "PersonSearchReport",
     "SearchPredictions",
     "SearchResult",

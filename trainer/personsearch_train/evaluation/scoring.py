@@ -1,7 +1,9 @@
 """Score a predictions file on a person-search test split: detection plus search.
 
-:func:`score_predictions` is the one entry point the ``personsearch eval`` command
-(and anything that produces predictions from a model) calls.
+:func:`evaluate_predictions` is the one entry point the ``personsearch eval`` command
+(and anything that produces predictions from a model) calls; :func:`score_predictions`
+returns its headline numbers; :class:`EvalOptions` carries the protocol choices of one
+evaluation as a checked value.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from personsearch_train.data.structures import PersonSearchSplit
+from personsearch_train.errors import TrainerError
 from personsearch_train.evaluation.detection import DEFAULT_DET_THRESH, DetectionResult, evaluate_detection
 from personsearch_train.evaluation.person_search import (
     DEFAULT_MAX_RANK,
@@ -23,6 +26,7 @@ from personsearch_train.evaluation.predictions import SearchPredictions
 
 __all__ = [
     "SUMMARY_KEYS",
+    "EvalOptions",
     "PersonSearchReport",
     "evaluate_detection_on_split",
     "evaluate_predictions",
@@ -31,6 +35,47 @@ __all__ = [
 
 #: Keys of the summary dict, all fractions in [0, 1].
 SUMMARY_KEYS = ("mAP", "top1", "top5", "top10", "det_ap", "det_recall")
+
+#: CUHK-SYSU's standard gallery size (methods.md 2.1), the default everywhere.
+DEFAULT_GALLERY_SIZE = 100
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The protocol choices of one person-search evaluation, checked on construction.
+
+    Attributes:
+        dataset: Which protocol: ``"cuhk_sysu"`` or ``"prw"``.
+        gallery_size: CUHK-SYSU gallery size (50 ... 4000, or -1 for the full set);
+            PRW has none, so it must stay at the default there.
+        multi_view: PRW multi-view gallery (the query camera's frames removed);
+            PRW only.
+        cbgm: Re-score with CBGM (needs the predictions' query-context arrays).
+        cws: Rank by score-weighted similarity (detection score x cosine), as SeqNet's
+            model does before its evaluator; False ranks by cosine alone.
+        empty_queries: ``"skip"`` or ``"zero"`` for queries whose person is in no
+            gallery image.
+
+    Raises:
+        TrainerError: An option that the dataset's protocol does not have, or an
+            unknown ``empty_queries`` policy. The messages name the
+            ``personsearch eval`` flags, which carry the same names.
+    """
+
+    dataset: str
+    gallery_size: int = DEFAULT_GALLERY_SIZE
+    multi_view: bool = False
+    cbgm: bool = False
+    cws: bool = True
+    empty_queries: EmptyQueryPolicy = "skip"
+
+    def __post_init__(self) -> None:
+        if self.dataset == "prw" and self.gallery_size != DEFAULT_GALLERY_SIZE:
+            raise TrainerError("--gallery-size is a CUHK-SYSU option; PRW uses all frames (or --multi-view)")
+        if self.dataset == "cuhk_sysu" and self.multi_view:
+            raise TrainerError("--multi-view is a PRW option; CUHK-SYSU uses --gallery-size")
+        if self.empty_queries not in ("skip", "zero"):
+            raise TrainerError(f"--empty-queries must be 'skip' or 'zero', got {self.empty_queries!r}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +132,7 @@ def evaluate_predictions(
     split: PersonSearchSplit,
     predictions: SearchPredictions,
     *,
-    gallery_size: int = 100,
+    gallery_size: int = DEFAULT_GALLERY_SIZE,
     multi_view: bool = False,
     cbgm: bool = False,
     cws: bool = True,
@@ -102,7 +147,7 @@ def evaluate_predictions(
         gallery_size: CUHK-SYSU gallery size, -1 for the full set.
         multi_view: PRW multi-view gallery.
         cbgm: Re-score with CBGM (needs query-context arrays).
-        cws: Score-weighted similarities.
+        cws: Rank by score-weighted similarity (score x cosine); False: cosine alone.
         empty_queries: ``"skip"`` (default) or ``"zero"`` for queries without ground truth.
         max_rank: Length of the CMC curve.
 
@@ -127,9 +172,10 @@ def score_predictions(
     split: PersonSearchSplit,
     predictions: SearchPredictions,
     *,
-    gallery_size: int = 100,
+    gallery_size: int = DEFAULT_GALLERY_SIZE,
     multi_view: bool = False,
     cbgm: bool = False,
+    cws: bool = True,
 ) -> dict[str, float]:
     """Headline numbers of :func:`evaluate_predictions`.
 
@@ -139,11 +185,12 @@ def score_predictions(
         gallery_size: CUHK-SYSU gallery size, -1 for the full set.
         multi_view: PRW multi-view gallery.
         cbgm: Re-score with CBGM.
+        cws: Rank by score-weighted similarity (score x cosine); False: cosine alone.
 
     Returns:
         ``{"mAP", "top1", "top5", "top10", "det_ap", "det_recall"}``, fractions in [0, 1].
     """
     report = evaluate_predictions(
-        split, predictions, gallery_size=gallery_size, multi_view=multi_view, cbgm=cbgm
+        split, predictions, gallery_size=gallery_size, multi_view=multi_view, cbgm=cbgm, cws=cws
     )
     return report.summary()

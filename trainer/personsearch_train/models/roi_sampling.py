@@ -31,12 +31,15 @@ class SampledRoIs:
             meaningful where ``is_person``.
         regression_targets: ``[S, 4]`` float encoded deltas to the matched box
             (zeros for background).
+        gt_index: ``[S]`` int64 index of the matched ground-truth box; only
+            meaningful where ``is_person``.
     """
 
     boxes: Tensor
     is_person: Tensor
     pids: Tensor
     regression_targets: Tensor
+    gt_index: Tensor
 
 
 class RoISampler:
@@ -102,4 +105,4 @@ class RoISampler:
         sampled = boxes[keep]
         targets = self.box_coder.encode(gt_for_encoding[matched[keep]], sampled)
         targets = torch.where(is_person[:, None], targets, torch.zeros_like(targets))
-        return SampledRoIs(sampled, is_person, pids_for_matching[matched[keep]], targets)
+        return SampledRoIs(sampled, is_person, pids_for_matching[matched[keep]], targets, matched[keep])

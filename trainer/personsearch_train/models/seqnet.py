@@ -18,16 +18,20 @@ Composition (each piece a submodule, so a split export can call them one by one)
     a separate copy of the res5 head on head 1's regressed boxes, a BN-neck box
     regressor and the norm-aware embedding (NAE); optionally pooled over horizontal
     stripes (``embedding_stripes``, our addition; SeqNet pools globally).
-``oim``
-    :class:`~personsearch_train.losses.OIMLoss` (lookup table + circular queue).
+The re-id objective is not part of the model: :meth:`SeqNet.forward_train` returns the
+detection losses and the embeddings of the RoIs it matched to people
+(:class:`~.structures.TrainingOutputs`), and the training method scores them (OIM with a
+lookup table and queue for the supervised baseline, ``personsearch_train.methods.seqnet_oim``;
+pseudo labels for weakly supervised methods).
 
-Surface: :meth:`SeqNet.forward_train` (losses; ``forward`` is the same, so
+Surface: :meth:`SeqNet.forward_train` (``forward`` is the same, so
 ``DistributedDataParallel(model)(images, targets)`` works), :meth:`SeqNet.predict`
-(detections) and :meth:`SeqNet.embed_boxes` (query embeddings); each has one return type.
-``forward_train`` needs training mode and the two inference methods need eval mode
-(``model.eval()``), because BatchNorm and the RPN's proposal counts follow the mode;
-the methods check it rather than switching it, so no call changes module state other
-than BatchNorm running statistics in training and the OIM memory in backward.
+(detections), :meth:`SeqNet.embed_boxes` (query embeddings) and
+:meth:`SeqNet.encode_boxes` (the query path with gradients, for methods that train
+through it); each has one return type. ``forward_train`` needs training mode and the two
+inference methods need eval mode (``model.eval()``), because BatchNorm and the RPN's
+proposal counts follow the mode; the methods check it rather than switching it, so no
+call changes module state other than BatchNorm running statistics in training.
 """
 
 from __future__ import annotations
@@ -46,18 +50,18 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
 
 from personsearch_train.layers.roi_align import RoIAlign
-from personsearch_train.losses.oim import OIMLoss
 from personsearch_train.models.backbone import Res5Head, build_resnet
 from personsearch_train.models.box_coding import BoxCoder
 from personsearch_train.models.heads import BNNeckBoxRegressor, NormAwareEmbedding
 from personsearch_train.models.proposals import SingleLevelRPN
 from personsearch_train.models.registry import register_model
 from personsearch_train.models.roi_sampling import RoISampler, SampledRoIs
-from personsearch_train.models.structures import Detections
+from personsearch_train.models.structures import Detections, TrainingOutputs
 
 __all__ = ["DEFAULT_LOSS_WEIGHTS", "SeqNet", "seqnet_r18", "seqnet_r50", "seqnet_small", "seqnet_tiny"]
 
-#: Loss name -> weight in the total (SeqNet ``SOLVER.LW_*``; methods.md section 1.4).
+#: Detection loss name -> weight in the total (SeqNet ``SOLVER.LW_*``; methods.md section
+#: 1.4). The re-id loss and its weight belong to the training method.
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "loss_rpn_cls": 1.0,
     "loss_rpn_reg": 1.0,
@@ -65,7 +69,6 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "loss_proposal_reg": 10.0,
     "loss_box_cls": 1.0,
     "loss_box_reg": 1.0,
-    "loss_box_reid": 1.0,
 }
 
 #: ImageNet statistics the torchvision ResNet weights were trained with (RGB, [0, 1] input).
@@ -96,9 +99,6 @@ class SeqNet(nn.Module):
         backbone: ResNet to split into trunk and res5 head: ``resnet18``, ``resnet34``,
             ``resnet50`` (paper), ``resnet101``, ``narrow`` (tests) or ``narrow_x2``.
         freeze_stem: Freeze ``conv1`` and the stem BN affine parameters (SeqNet: True).
-        num_labelled_ids: OIM lookup-table size: labelled training identities
-            (CUHK-SYSU 5532, PRW 482).
-        queue_size: OIM circular-queue size for unlabelled people (CUHK-SYSU 5000, PRW 500).
         embedding_dim: NAE embedding size (SeqNet: 256).
         embedding_learn_shift: Learn the NAE projection BatchNorm biases (SeqNet: True);
             see :class:`~.heads.NormAwareEmbedding`.
@@ -108,8 +108,6 @@ class SeqNet(nn.Module):
         res4_stride: Output stride of the res4 trunk (SeqNet: 16). 8 dilates ``layer3``
             instead of striding it (:class:`~.backbone.Res4Trunk`): same weights, RoIs
             pooled from a map twice as fine, at four times the ``layer3`` and RPN cost.
-        oim_scale: OIM logit scale (30).
-        oim_momentum: OIM lookup-table momentum (0.5).
         min_size: Short side after resizing (SeqNet: 900).
         max_size: Upper bound of the long side after resizing (SeqNet: 1500).
         image_mean: Per-channel RGB mean subtracted inside the model.
@@ -149,14 +147,10 @@ class SeqNet(nn.Module):
         *,
         backbone: str = "resnet50",
         freeze_stem: bool = True,
-        num_labelled_ids: int = 5532,
-        queue_size: int = 5000,
         embedding_dim: int = 256,
         embedding_learn_shift: bool = True,
         embedding_stripes: int = 1,
         res4_stride: int = 16,
-        oim_scale: float = 30.0,
-        oim_momentum: float = 0.5,
         min_size: int = 900,
         max_size: int = 1500,
         image_mean: Sequence[float] = IMAGENET_MEAN,
@@ -239,13 +233,6 @@ class SeqNet(nn.Module):
             in_channels=(c4 * embedding_stripes, c5 * embedding_stripes),
             dim=embedding_dim,
             learn_shift=embedding_learn_shift,
-        )
-        self.oim = OIMLoss(
-            num_features=embedding_dim,
-            num_labelled=num_labelled_ids,
-            queue_size=queue_size,
-            scale=oim_scale,
-            momentum=oim_momentum,
         )
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
         self.roi_sampler = RoISampler(
@@ -346,20 +333,20 @@ class SeqNet(nn.Module):
     # ------------------------------------------------------------------ training
     def forward_train(
         self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]]
-    ) -> dict[str, Tensor]:
-        """Losses of one training batch, already multiplied by their weights.
+    ) -> TrainingOutputs:
+        """Detection losses of one training batch and the embeddings of its matched people.
 
         Args:
             images: ``B`` tensors ``[3, H, W]`` float32 RGB in ``[0, 1]`` (sizes may differ).
             targets: ``B`` dicts with ``boxes`` ``[M, 4]`` float32 xyxy pixels and
-                ``pids`` ``[M]`` int64 contiguous labels ``0..num_labelled_ids-1``,
-                ``-1`` for an unlabelled person.
+                ``pids`` ``[M]`` int64 labels (``-1`` for an unlabelled person); the
+                model only passes the labels through to ``person_labels``.
 
         Returns:
-            ``loss_rpn_cls``, ``loss_rpn_reg``, ``loss_proposal_cls``,
-            ``loss_proposal_reg``, ``loss_box_cls``, ``loss_box_reg``, ``loss_box_reid``:
-            scalar float32 tensors; their sum is the training objective. Calling
-            ``backward`` on it also updates the OIM memory.
+            ``losses`` holds ``loss_rpn_cls``, ``loss_rpn_reg``, ``loss_proposal_cls``,
+            ``loss_proposal_reg``, ``loss_box_cls`` and ``loss_box_reg`` (weighted scalar
+            float32); ``person_embeddings`` are head 2's embeddings of its sampled RoIs
+            that matched a person, for the method's re-id loss.
         """
         self._check_mode("forward_train", training=True)
         self._check_images(images)
@@ -371,13 +358,6 @@ class SeqNet(nn.Module):
             if target["boxes"].shape[0] != target["pids"].shape[0]:
                 raise ValueError(
                     f"target {index}: {target['boxes'].shape[0]} boxes but {target['pids'].shape[0]} pids"
-                )
-            pids = target["pids"]
-            if pids.numel() > 0 and (int(pids.min()) < -1 or int(pids.max()) >= self.oim.num_labelled):
-                raise ValueError(
-                    f"target {index}: pids must be -1 (unlabelled) or in 0..{self.oim.num_labelled - 1}, got "
-                    f"[{int(pids.min())}, {int(pids.max())}]; "
-                    "set num_labelled_ids to the number of training ids"
                 )
         resized_targets = [
             {
@@ -421,8 +401,7 @@ class SeqNet(nn.Module):
             person_logits, second_is_person.to(person_logits.dtype)
         )
         loss_box_reg = self._regression_loss(box_deltas, second)
-        second_pids = torch.cat([s.pids for s in second])
-        loss_box_reid = self.oim(embeddings[second_is_person], second_pids[second_is_person])
+        image_index = torch.cat([torch.full_like(s.gt_index, i) for i, s in enumerate(second)])
 
         losses = {
             "loss_rpn_cls": rpn_losses["loss_objectness"],
@@ -431,11 +410,16 @@ class SeqNet(nn.Module):
             "loss_proposal_reg": loss_proposal_reg,
             "loss_box_cls": loss_box_cls,
             "loss_box_reg": loss_box_reg,
-            "loss_box_reid": loss_box_reid,
         }
-        return {name: value.float() * self.loss_weights[name] for name, value in losses.items()}
+        return TrainingOutputs(
+            losses={name: value.float() * self.loss_weights[name] for name, value in losses.items()},
+            person_embeddings=embeddings[second_is_person],
+            person_labels=torch.cat([s.pids for s in second])[second_is_person],
+            person_image_index=image_index[second_is_person],
+            person_box_index=torch.cat([s.gt_index for s in second])[second_is_person],
+        )
 
-    def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]]) -> TrainingOutputs:
         """Same as :meth:`forward_train`.
 
         ``nn.Module.__call__`` (and so ``DistributedDataParallel``, which must see the
@@ -543,6 +527,24 @@ class SeqNet(nn.Module):
             ``B`` tensors ``[M_b, D]`` float32, unit-norm embeddings from head 2.
         """
         self._check_mode("embed_boxes", training=False)
+        return [e.float() for e in self.encode_boxes(images, boxes)]
+
+    def encode_boxes(self, images: Sequence[Tensor], boxes: Sequence[Tensor]) -> list[Tensor]:
+        """The query path in the current mode, with gradients: what a method trains through.
+
+        :meth:`embed_boxes` is this in eval mode without autograd. Here nothing is
+        switched: in training mode BatchNorm normalises with the batch's statistics (and
+        updates its running ones), and gradients flow to the backbone and head 2.
+
+        Args:
+            images: ``B`` tensors ``[3, H, W]`` float32 RGB in ``[0, 1]``.
+            boxes: ``B`` tensors ``[M_b, 4]`` float32 xyxy in original-image pixels
+                (``M_b`` may be 0).
+
+        Returns:
+            ``B`` tensors ``[M_b, D]`` unit-norm embeddings from head 2 (the autocast
+            dtype where autocast is on).
+        """
         self._check_images(images)
         if len(boxes) != len(images):
             raise ValueError(f"{len(images)} images but {len(boxes)} box tensors")
@@ -554,13 +556,13 @@ class SeqNet(nn.Module):
             return [torch.zeros((0, self.embedding_dim), device=images[0].device) for _ in images]
         features = self.extract_features(image_list.tensors)
         embeddings, _, _ = self.reid_head_outputs(self.roi_align(features, resized))
-        return [e.float() for e in embeddings.split(counts)]
+        return list(embeddings.split(counts))
 
 
 # ---------------------------------------------------------------------- builders
 @register_model("seqnet_r50")
 def seqnet_r50(**overrides: object) -> SeqNet:
-    """SeqNet as in the paper: ResNet-50, 900/1500 resize, CUHK-SYSU OIM sizes (5532/5000)."""
+    """SeqNet as in the paper: ResNet-50, images resized to 900/1500."""
     return SeqNet(**{"backbone": "resnet50", **overrides})  # type: ignore[arg-type]
 
 
@@ -575,7 +577,7 @@ def seqnet_tiny(**overrides: object) -> SeqNet:
     """A narrow SeqNet for tests and instant recipes: small input, few proposals and RoIs.
 
     Narrow one-block ResNet (8/16/32/64 channels), short side 128 (long side <= 192),
-    anchors 16..256, 64-d embedding, OIM 16/32. Trained from scratch, so unlike the
+    anchors 16..256, 64-d embedding. Trained from scratch, so unlike the
     paper's ImageNet-initialised model the stem is trained (``freeze_stem=False``: eight
     frozen random 7x7 filters throw away colour) and the NAE projection BatchNorm biases
     stay zero (``embedding_learn_shift=False``): a network that cannot yet tell people
@@ -589,8 +591,6 @@ def seqnet_tiny(**overrides: object) -> SeqNet:
         "min_size": 128,
         "max_size": 192,
         "embedding_dim": 64,
-        "num_labelled_ids": 16,
-        "queue_size": 32,
         "anchor_sizes": (16, 32, 64, 128, 256),
         "rpn_batch_size_per_image": 64,
         "rpn_pre_nms_top_n_train": 256,
@@ -608,7 +608,7 @@ def seqnet_small(**overrides: object) -> SeqNet:
     """A small SeqNet for the synthetic benchmark recipe on CPU.
 
     Narrow one-block ResNet twice as wide as ``seqnet_tiny``'s (16/32/64/128 channels),
-    128-d embedding over 6 stripes, OIM queue 128, 32 RoIs per image and head. Images keep their size
+    128-d embedding over 6 stripes, 32 RoIs per image and head. Images keep their size
     (short side 480, long side at most 640): the trunk is cheap next to the per-RoI
     heads, and at half that size a synthetic person is about one res4 cell wide, too
     coarse for head 1 to tell a well-placed box from a near miss. Stem trained and NAE
@@ -631,8 +631,6 @@ def seqnet_small(**overrides: object) -> SeqNet:
         "max_size": 640,
         "embedding_dim": 128,
         "embedding_stripes": 6,
-        "num_labelled_ids": 16,
-        "queue_size": 128,
         "anchor_sizes": (16, 32, 64, 128, 256),
         "rpn_batch_size_per_image": 128,
         "rpn_pre_nms_top_n_train": 512,

@@ -1,4 +1,4 @@
-"""The per-image output of a person-search model's ``predict``."""
+"""What person-search models return: ``predict``'s detections and ``forward_train``'s outputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Detections"]
+__all__ = ["Detections", "TrainingOutputs"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,39 @@ class Detections:
             torch.zeros((0,), device=device),
             torch.zeros((0, embedding_dim), device=device),
         )
+
+
+@dataclass(frozen=True)
+class TrainingOutputs:
+    """What a model's ``forward_train`` gives a training method.
+
+    The model owns detection; the re-id objective belongs to the method (OIM for the
+    supervised baseline, pseudo-label contrast for weakly supervised ones), so the model
+    hands over the embeddings of the RoIs it matched to people, with what it matched.
+
+    Attributes:
+        losses: Detection losses (RPN, both heads), scalar float32 tensors already
+            multiplied by the model's weights; their sum is the model's own objective.
+        person_embeddings: ``[K, D]`` float unit-norm embeddings of the re-id head's
+            sampled RoIs that matched a ground-truth person, in image order (they carry
+            gradients).
+        person_labels: ``[K]`` int64 label of the matched person (the target's
+            ``pids``; ``-1`` for an unlabelled person).
+        person_image_index: ``[K]`` int64 position of each RoI's image in the batch.
+        person_box_index: ``[K]`` int64 index of the matched ground-truth box within
+            its image's target, so a method can look up per-box state (memories,
+            pseudo labels) without re-matching.
+    """
+
+    losses: dict[str, Tensor]
+    person_embeddings: Tensor
+    person_labels: Tensor
+    person_image_index: Tensor
+    person_box_index: Tensor
+
+    def __post_init__(self) -> None:
+        k = self.person_embeddings.shape[0]
+        for name in ("person_labels", "person_image_index", "person_box_index"):
+            value = getattr(self, name)
+            if value.shape != (k,):
+                raise ValueError(f"{name} must be [{k}], got {tuple(value.shape)}")

@@ -1,0 +1,71 @@
+"""Person crops cut from scene images, for the instance (crop) branch of a method.
+
+The crops go through our RoIAlign layer (:func:`personsearch_train.layers.roi_align`,
+the ``personsearch_ops`` kernel when it is built) like every other pooling in the
+trainer, so a crop branch and the search branch sample pixels the same way. The op
+is differentiable in its input, so a loss on the crops trains whatever produced the
+images (methods that augment or re-render scenes on the fly rely on that).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from personsearch_train.layers.roi_align import roi_align
+
+__all__ = ["crop_people"]
+
+
+def crop_people(
+    images: list[torch.Tensor], boxes: list[torch.Tensor], *, output_size: tuple[int, int] = (256, 128)
+) -> torch.Tensor:
+    """Cut every box out of its image and resize it: the input of a crop branch.
+
+    Each crop is RoIAlign with ``aligned=True`` (half-pixel model, so pixel centres
+    line up with the box edges) and an adaptive sampling grid, i.e. a bilinear resize
+    of the box contents that averages when it shrinks.
+
+    Args:
+        images: ``[C, H_i, W_i]`` float tensors (sizes may differ), all with the same
+            ``C``, dtype and device.
+        boxes: ``[M_i, 4]`` float ``xyxy`` pixels, one tensor per image (``M_i`` may be 0).
+        output_size: ``(height, width)`` of the crops.
+
+    Returns:
+        ``[sum M_i, C, height, width]`` crops in image order, then box order, with the
+        images' dtype and device; differentiable with respect to the images. With no
+        boxes at all the result is empty, on the images' device and dtype.
+
+    Raises:
+        ValueError: The lists differ in length, an image is not ``[C, H, W]``, a box
+            tensor is not ``[M, 4]``, or ``output_size`` is not two positive ints.
+    """
+    if len(images) != len(boxes):
+        raise ValueError(f"crop_people got {len(images)} images but {len(boxes)} box tensors")
+    if len(output_size) != 2 or not all(isinstance(s, int) for s in output_size) or min(output_size) <= 0:
+        raise ValueError(f"output_size must be (height, width) positive ints, got {output_size!r}")
+    for index, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
+        if image.dim() != 3:
+            raise ValueError(f"image {index} must be [C, H, W], got shape {tuple(image.shape)}")
+        if image_boxes.dim() != 2 or image_boxes.shape[1] != 4:
+            raise ValueError(
+                f"boxes of image {index} must be [M, 4] xyxy, got shape {tuple(image_boxes.shape)}"
+            )
+    crops = [
+        # One call per image: scenes differ in size, so they cannot share a batch tensor.
+        roi_align(
+            image[None],
+            [image_boxes.to(image.device)],
+            output_size,
+            spatial_scale=1.0,
+            sampling_ratio=-1,
+            aligned=True,
+        )
+        for image, image_boxes in zip(images, boxes, strict=True)
+        if len(image_boxes)
+    ]
+    if crops:
+        return torch.cat(crops)
+    if images:
+        return images[0].new_zeros((0, images[0].shape[0], *output_size))
+    return torch.zeros(0, 3, *output_size)

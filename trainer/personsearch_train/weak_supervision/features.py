@@ -1,0 +1,66 @@
+"""One embedding per ground-truth box of a training set: the input of per-epoch clustering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["BoxFeatures", "extract_box_features"]
+
+
+@dataclass(frozen=True)
+class BoxFeatures:
+    """Embeddings of every ground-truth box of a training set.
+
+    Attributes:
+        features: ``[N, D]`` float32, L2-normalised.
+        image_index: ``[N]`` int64 dataset item of each box.
+        box_index: ``[N]`` int64 position of the box within its image.
+    """
+
+    features: torch.Tensor
+    image_index: torch.Tensor
+    box_index: torch.Tensor
+
+
+@torch.no_grad()
+def extract_box_features(
+    model: nn.Module, dataset: torch.utils.data.Dataset, *, device: torch.device, batch_size: int = 2
+) -> BoxFeatures:
+    """Embed every ground-truth box of a training dataset with ``model.embed_boxes``.
+
+    Augmentation is switched off for the pass (no flip), and the model is returned to
+    its previous train/eval mode afterwards.
+
+    Args:
+        model: Has ``embed_boxes(images, boxes) -> list of [M_i, D] float``.
+        dataset: Items ``(image [3, H, W] float, target)`` with ``target["boxes"]``
+            ``[M, 4] float32 xyxy`` and ``target["image_index"]`` (int).
+        device: Where the model runs.
+        batch_size: Images per ``embed_boxes`` call.
+
+    Returns:
+        The features on the CPU, in dataset order.
+    """
+    was_training = model.training
+    model.eval()
+    saved_flip = getattr(dataset, "flip_prob", 0.0)
+    if hasattr(dataset, "flip_prob"):
+        dataset.flip_prob = 0.0
+    feats, image_index, box_index = [], [], []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            images = [img.to(device) for img, _ in items]
+            boxes = [t["boxes"].to(device) for _, t in items]
+            for (_, target), emb in zip(items, model.embed_boxes(images, boxes), strict=True):
+                feats.append(nn.functional.normalize(emb.float().cpu(), dim=1))
+                image_index.append(torch.full((len(emb),), target["image_index"], dtype=torch.int64))
+                box_index.append(torch.arange(len(emb), dtype=torch.int64))
+    finally:
+        if hasattr(dataset, "flip_prob"):
+            dataset.flip_prob = saved_flip
+        model.train(was_training)
+    return BoxFeatures(torch.cat(feats), torch.cat(image_index), torch.cat(box_index))
