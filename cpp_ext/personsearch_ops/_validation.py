@@ -94,13 +94,29 @@ def rois_tensor(
     return rois.to(torch.float32).contiguous()
 
 
-def check_batch_indices(rois: torch.Tensor, batch: int, op_name: str) -> None:
-    """Raise ValueError when a RoI's batch index is outside [0, batch) (fallback path only).
+def batch_indices_checked_on_host(rois: torch.Tensor) -> bool:
+    """Return True when the batch indices of ``rois`` are validated on the host (which reads them).
 
-    The compiled ops perform the same check in C++.
+    Only CPU tensors are. Reading a CUDA tensor's values copies them to the host and blocks
+    until the device has caught up, on every forward and backward call, so device rois get
+    the shape, dtype and device checks alone; an out-of-range RoI then pools zeros and
+    receives no gradient (the CUDA kernels skip it; the torchvision fallback masks it with
+    :func:`in_range_rows`). The compiled op's C++ check follows the same rule.
 
     Args:
-        rois: [K, 5] float32 rois.
+        rois: [K, 5] rois.
+    """
+    return rois.device.type == "cpu"
+
+
+def check_batch_indices(rois: torch.Tensor, batch: int, op_name: str) -> None:
+    """Raise ValueError when a RoI's batch index is outside [0, batch) (fallback path, CPU rois).
+
+    The compiled ops perform the same check in C++. Call it only where
+    :func:`batch_indices_checked_on_host` is True: it reads the indices.
+
+    Args:
+        rois: [K, 5] float32 rois on the CPU.
         batch: number of images in the feature batch.
         op_name: public function name for the message.
     """
@@ -114,6 +130,43 @@ def check_batch_indices(rois: torch.Tensor, batch: int, op_name: str) -> None:
             f"{op_name}: roi {k} has batch index {float(rois[k, 0])} but the features hold {batch} image(s); "
             f"batch indices must lie in [0, {batch - 1}]"
         )
+
+
+def in_range_rows(rois: torch.Tensor, batch: int) -> torch.Tensor:
+    """Return [K] bool, True where a RoI's batch index truncates into [0, batch), without a host read.
+
+    The CUDA kernels' rule: in range iff -1 < index < batch, so a NaN index is out of range.
+
+    Args:
+        rois: [K, 5] rois.
+        batch: number of images in the feature batch.
+    """
+    index = rois[:, 0]
+    return (index > -1) & (index < batch)
+
+
+def rois_with_safe_batch_indices(rois: torch.Tensor, in_range: torch.Tensor) -> torch.Tensor:
+    """Return ``rois`` with every out-of-range batch index replaced by 0.
+
+    torchvision's kernels index the batch with the raw value, so masked rows must still
+    point at a real image; their output is zeroed afterwards.
+
+    Args:
+        rois: [K, 5] rois.
+        in_range: [K] bool from :func:`in_range_rows`.
+    """
+    index = torch.where(in_range, rois[:, 0], 0.0)
+    return torch.cat([index.unsqueeze(1), rois[:, 1:]], dim=1)
+
+
+def zero_out_of_range(pooled: torch.Tensor, in_range: torch.Tensor) -> torch.Tensor:
+    """Return ``pooled`` [K, C, PH, PW] with the rows of out-of-range RoIs set to 0 (and no gradient).
+
+    Args:
+        pooled: pooled features.
+        in_range: [K] bool from :func:`in_range_rows`.
+    """
+    return torch.where(in_range.view(-1, 1, 1, 1), pooled, 0.0)
 
 
 def is_channels_last(features: torch.Tensor) -> bool:

@@ -13,11 +13,15 @@ import torch
 
 from personsearch_ops import extension
 from personsearch_ops._validation import (
+    batch_indices_checked_on_host,
     check_batch_indices,
     check_features,
+    in_range_rows,
     is_channels_last,
     output_hw,
     rois_tensor,
+    rois_with_safe_batch_indices,
+    zero_out_of_range,
 )
 from personsearch_ops.roi_align import torchvision_roi_align
 
@@ -126,9 +130,13 @@ def multi_level_roi_align(
 
     Returns:
         [K, C, PH, PW] in the features' dtype (channels-last strides for channels-last input).
+        On CUDA, a RoI whose batch index is outside [0, N) (or NaN) pools zeros and gets no
+        gradient, as in :func:`personsearch_ops.roi_align`.
 
     Raises:
-        ValueError, TypeError: for malformed arguments or out-of-range batch indices.
+        ValueError, TypeError: for malformed arguments, or out-of-range batch indices of CPU
+            rois. RuntimeError: more than 8 levels on CUDA (the kernels take the level table
+            as a kernel argument of that capacity).
     """
     if isinstance(features_by_level, torch.Tensor) or len(features_by_level) == 0:
         raise ValueError(f"{_OP_NAME}: features_by_level must be a non-empty list of [N, C, H, W] tensors")
@@ -178,18 +186,26 @@ def multi_level_roi_align(
             float(canonical_level),
         )
     extension.warn_fallback_once(_OP_NAME)
-    check_batch_indices(rois_k5, features[0].shape[0], _OP_NAME)
+    batch = features[0].shape[0]
+    in_range = None
+    if batch_indices_checked_on_host(rois_k5):
+        check_batch_indices(rois_k5, batch, _OP_NAME)
+    else:
+        in_range = in_range_rows(rois_k5, batch)
+        rois_k5 = rois_with_safe_batch_indices(rois_k5, in_range)
     levels = map_roi_levels(
         rois_k5[:, 1:], k_min, k_max, canonical_scale=canonical_scale, canonical_level=canonical_level
     )
     out = features[0].new_zeros((rois_k5.shape[0], features[0].shape[1], pooled_h, pooled_w))
     for index, (f, scale) in enumerate(zip(features, scales, strict=True)):
+        # The per-level split reads each level's RoI count back to the host (a fallback-only
+        # cost: the compiled op maps levels inside its kernel).
         selected = torch.nonzero(levels == index).squeeze(1)
         if selected.numel():
             out[selected] = torchvision_roi_align(
                 f, rois_k5[selected], (pooled_h, pooled_w), scale, sampling_ratio, aligned
             )
-    return out
+    return out if in_range is None else zero_out_of_range(out, in_range)
 
 
 if extension.has_ops():

@@ -11,11 +11,15 @@ import torch
 
 from personsearch_ops import extension
 from personsearch_ops._validation import (
+    batch_indices_checked_on_host,
     check_batch_indices,
     check_features,
+    in_range_rows,
     is_channels_last,
     output_hw,
     rois_tensor,
+    rois_with_safe_batch_indices,
+    zero_out_of_range,
 )
 
 _OP_NAME = "personsearch_ops.roi_align"
@@ -47,11 +51,13 @@ def roi_align(
     Returns:
         [K, C, PH, PW] tensor of the features' dtype (channels-last strides when the
         features are channels-last). Coordinates and accumulation are float32 (float64 for
-        float64 features). Bins whose samples all fall outside the map are 0.
+        float64 features). Bins whose samples all fall outside the map are 0. On CUDA, a RoI
+        whose batch index is outside [0, N) (or NaN) pools zeros and gets no gradient:
+        checking would read the rois back to the host and stall the GPU on every call.
 
     Raises:
         ValueError, TypeError: for malformed arguments; ValueError/RuntimeError for a RoI whose
-            batch index is outside [0, N).
+            batch index is outside [0, N) when the rois are on the CPU.
     """
     check_features(features, _OP_NAME)
     pooled_h, pooled_w = output_hw(output_size, _OP_NAME)
@@ -65,10 +71,23 @@ def roi_align(
             features, rois_k5, float(spatial_scale), pooled_h, pooled_w, int(sampling_ratio), aligned
         )
     extension.warn_fallback_once(_OP_NAME)
-    check_batch_indices(rois_k5, features.shape[0], _OP_NAME)
-    return torchvision_roi_align(
-        features, rois_k5, (pooled_h, pooled_w), spatial_scale, sampling_ratio, aligned
+    batch = features.shape[0]
+    if batch_indices_checked_on_host(rois_k5):
+        check_batch_indices(rois_k5, batch, _OP_NAME)
+        return torchvision_roi_align(
+            features, rois_k5, (pooled_h, pooled_w), spatial_scale, sampling_ratio, aligned
+        )
+    # Device rois: the compiled kernels' behaviour, built from device-side tensor ops.
+    in_range = in_range_rows(rois_k5, batch)
+    pooled = torchvision_roi_align(
+        features,
+        rois_with_safe_batch_indices(rois_k5, in_range),
+        (pooled_h, pooled_w),
+        spatial_scale,
+        sampling_ratio,
+        aligned,
     )
+    return zero_out_of_range(pooled, in_range)
 
 
 def torchvision_roi_align(

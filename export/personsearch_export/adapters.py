@@ -234,12 +234,26 @@ def _gather_rows(values: Tensor, indices: Tensor) -> Tensor:
 
 
 class _SeqNetGraph(nn.Module):
-    """Shared pieces: normalisation, backbone, RPN on padded tensors, RoIAlign."""
+    """Shared pieces: normalisation, backbone, RPN on padded tensors, RoIAlign.
 
-    def __init__(self, model: nn.Module, *, normalize_in_graph: bool = False) -> None:
+    Args:
+        model: A ``SeqNet`` in eval mode.
+        normalize_in_graph: Subtract mean / divide by std inside the graph.
+        pre_nms_top_n: How many of the best-scoring anchors the RPN keeps before its NMS
+            (the K of the graph's ``TopK``); None for the model's own test-time value.
+            The exporter passes a value below TensorRT's TopK limit
+            (:func:`personsearch_export.seqnet_family.resolve_rpn_pre_nms_top_n`).
+    """
+
+    def __init__(
+        self, model: nn.Module, *, normalize_in_graph: bool = False, pre_nms_top_n: int | None = None
+    ) -> None:
         super().__init__()
+        if pre_nms_top_n is not None and int(pre_nms_top_n) < 1:
+            raise ValueError(f"pre_nms_top_n must be >= 1, got {pre_nms_top_n}")
         self.model = model
         self.normalize_in_graph = bool(normalize_in_graph)
+        self.pre_nms_top_n = None if pre_nms_top_n is None else int(pre_nms_top_n)
         transform = model.transform
         self.register_buffer("mean", torch.tensor(transform.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(transform.image_std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -294,8 +308,9 @@ class _SeqNetGraph(nn.Module):
         anchors = self.anchors(images, features)
         # torchvision takes the top min(pre_nms_top_n, N) logits. A constant K keeps TopK
         # buildable by TensorRT: pad with pre_nms_top_n -inf entries, take the top K and
-        # mark picks from the padding invalid - the same candidates for any N.
-        pre = int(rpn.pre_nms_top_n())
+        # mark picks from the padding invalid - the same candidates for any N. TensorRT
+        # also needs K < 3840, which is why the exporter may set a smaller K than the model's.
+        pre = int(rpn.pre_nms_top_n()) if self.pre_nms_top_n is None else self.pre_nms_top_n
         n = torch._shape_as_tensor(logits)[1]
         logits = torch.cat([logits, torch.full_like(logits[:, :1], float("-inf")).expand(-1, pre)], dim=1)
         deltas = torch.cat([deltas, torch.zeros_like(deltas[:, :1]).expand(-1, pre, -1)], dim=1)
@@ -333,10 +348,19 @@ class DetectorAdapter(_SeqNetGraph):
         model: A ``SeqNet`` in eval mode.
         max_detections: K; detections beyond the best K per image are dropped.
         normalize_in_graph: Subtract mean / divide by std inside the graph.
+        pre_nms_top_n: The RPN's pre-NMS top-N; None for the model's own (see
+            :class:`_SeqNetGraph`).
     """
 
-    def __init__(self, model: nn.Module, *, max_detections: int, normalize_in_graph: bool = False) -> None:
-        super().__init__(model, normalize_in_graph=normalize_in_graph)
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        max_detections: int,
+        normalize_in_graph: bool = False,
+        pre_nms_top_n: int | None = None,
+    ) -> None:
+        super().__init__(model, normalize_in_graph=normalize_in_graph, pre_nms_top_n=pre_nms_top_n)
         self.max_detections = int(max_detections)
 
     def forward(
@@ -427,6 +451,8 @@ class BackboneRpnAdapter(_SeqNetGraph):
     Args:
         model: A ``SeqNet`` in eval mode.
         normalize_in_graph: Subtract mean / divide by std inside the graph.
+        pre_nms_top_n: The RPN's pre-NMS top-N; None for the model's own (see
+            :class:`_SeqNetGraph`).
     """
 
     def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:

@@ -2,15 +2,23 @@
 
 What is ours (and tested without TensorRT): optimization profiles from the manifest's
 min/opt/max, the timing-cache file name per GPU and TensorRT version, the network flags
-for 10.x vs 11.x, and the engine *sidecar* (TensorRT version, compute capability,
-profiles, ONNX hash) that is checked before a plan is deserialised, because plans are
-locked to the TensorRT version and GPU architecture that built them. The sidecar schema
+for 10.x vs 11.x, and the engine *sidecar* (plan and ONNX hashes, TensorRT version,
+compute capability, profiles, TF32) that is checked before a plan is deserialised,
+because plans are locked to the TensorRT version and GPU architecture that built them. The sidecar schema
 and the check are the runtime's (``personsearch_runtime.backends.engine_sidecar``).
 
 TensorRT facts (deployment digest, section 3): 10.x needs ``STRONGLY_TYPED`` for the
 graph's types to decide precision; 11.x is always strongly typed (the flag is
 deprecated) and has no ``BuilderFlag.FP16``. ``VERSION_COMPATIBLE`` plans need
 ``runtime.engine_host_code_allowed = True`` to load.
+
+Two builder defaults are overridden. TensorRT's standard plugins are registered
+(``init_libnvinfer_plugins``) before parsing, because the parser maps ``RoiAlign`` to the
+``ROIAlign_TRT`` plugin. ``BuilderFlag.TF32`` is on by default, which lets fp32
+convolutions and matrix products run with a 10-bit mantissa; it is cleared unless the
+caller asks for TF32, so an fp32 bundle gives an fp32 engine (and the fp32 parts kept in
+fp16 graphs, kept for accuracy, stay fp32 too). Whether TF32 was allowed is recorded in
+the sidecar.
 """
 
 from __future__ import annotations
@@ -27,9 +35,11 @@ from personsearch_runtime.atomic_files import atomic_write_bytes
 from personsearch_runtime.backends.engine_sidecar import (
     EngineSidecar,
     ProfileRange,
+    check_plan_bytes,
     check_sidecar,
     sidecar_path,
 )
+from personsearch_runtime.backends.tensorrt_engine import init_trt_plugins, trt_logger
 from personsearch_runtime.bundle import ModelSpec, file_sha256
 
 from personsearch_export.errors import ExportError
@@ -144,6 +154,7 @@ def build_engine(
     workspace_mb: int = 4096,
     timing_cache: str | Path | None = None,
     version_compatible: bool = False,
+    tf32: bool = False,
 ) -> EngineSidecar:
     """Parse an ONNX file and build a serialized engine plus its sidecar.
 
@@ -158,15 +169,19 @@ def build_engine(
         workspace_mb: Workspace pool limit in MiB.
         timing_cache: Timing cache file, read if present and rewritten after the build.
         version_compatible: Set ``BuilderFlag.VERSION_COMPATIBLE``.
+        tf32: Leave ``BuilderFlag.TF32`` set (TensorRT's default); False clears it so fp32
+            layers run in full fp32.
 
     Returns:
         The sidecar written next to the engine.
 
     Raises:
         ExportError: When parsing or building fails (parser errors are listed).
+        EngineError: TensorRT's plugin library could not be initialised.
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
+    init_trt_plugins(trt, logger)  # before the parser resolves RoiAlign to ROIAlign_TRT
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
@@ -177,6 +192,8 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
     trt_profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile.items():
         trt_profile.set_shape(name, lo, opt, hi)
@@ -206,6 +223,7 @@ def build_engine(
         profile=profile,
         precision=precision,
         version_compatible=version_compatible,
+        tf32=tf32,
     )
     write_json_atomic(sidecar_path(engine_path), sidecar.to_json())
     return sidecar
@@ -221,6 +239,7 @@ def make_sidecar(
     profile: Profile,
     precision: str,
     version_compatible: bool,
+    tf32: bool = False,
 ) -> EngineSidecar:
     """Describe a built engine in the runtime's sidecar schema (one optimization profile).
 
@@ -233,6 +252,7 @@ def make_sidecar(
         profile: Input -> (min, opt, max) shapes.
         precision: Bundle precision.
         version_compatible: Built with ``VERSION_COMPATIBLE``.
+        tf32: Built with ``BuilderFlag.TF32`` left set.
 
     Returns:
         The sidecar (``personsearch_runtime.backends.engine_sidecar.EngineSidecar``).
@@ -250,6 +270,7 @@ def make_sidecar(
         device_name=gpu.name,
         precision=precision,
         version_compatible=version_compatible,
+        tf32=tf32,
         hardware_compatibility="none",
         profiles=(ranges,),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -271,19 +292,24 @@ def load_engine(
         The ``ICudaEngine``.
 
     Raises:
-        EngineError: Missing sidecar, or built for another TensorRT version, GPU or ONNX
-            file (checked before anything is deserialised).
+        EngineError: Missing sidecar, a plan other than the one the sidecar describes, or
+            built for another TensorRT version, GPU or ONNX file (checked before anything
+            is deserialised).
         ExportError: Failed deserialisation.
     """
     sidecar = EngineSidecar.load(sidecar_path(engine_path))
+    plan = Path(engine_path).read_bytes()
+    check_plan_bytes(sidecar, plan, engine_path)
     major, minor = (int(v) for v in gpu.compute_capability.split("."))
     check_sidecar(
         sidecar, tensorrt_version=trt.__version__, compute_capability=(major, minor), onnx_sha256=onnx_sha256
     )
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    logger = trt_logger(trt)
+    init_trt_plugins(trt, logger)  # the plan names ROIAlign_TRT; its creator must be registered
+    runtime = trt.Runtime(logger)
     if sidecar.version_compatible:
         runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+    engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise ExportError(f"TensorRT could not deserialise {engine_path}; rebuild it")
     return engine

@@ -48,6 +48,7 @@ def export_graphs(
     max_detections: int | None,
     profile: ImageProfile | None,
     max_batch: int = 4,
+    rpn_pre_nms_top_n: int | None = None,
 ) -> Manifest:
     """Write the graphs the checkpoint's method describes, and ``manifest.json``, into ``folder``.
 
@@ -62,6 +63,11 @@ def export_graphs(
         max_detections: K; default the model's detections per image.
         profile: Fed image sizes; default from the model's resize settings.
         max_batch: Largest detector batch.
+        rpn_pre_nms_top_n: Anchors the RPN keeps before NMS in the graphs; default the
+            model's test-time value capped at 3839, TensorRT's largest TopK
+            (:func:`personsearch_export.seqnet_family.resolve_rpn_pre_nms_top_n`). The
+            manifest has no field for it: the graphs record it in their ONNX metadata
+            and the parity report in ``rpn_pre_nms_top_n``.
 
     Returns:
         The manifest written.
@@ -90,6 +96,7 @@ def export_graphs(
         profile=profile,
         max_batch=max_batch,
         convert=convert_file_to_fp16 if precision == "fp16" else None,
+        rpn_pre_nms_top_n=rpn_pre_nms_top_n,
     )
     graphs = family.write_graphs(loaded.model, folder, request)
     versions = _versions()
@@ -126,6 +133,7 @@ def export_bundle(
     scenes_dir: str | Path | None = None,
     parity_cases: int = 3,
     overwrite: bool = False,
+    rpn_pre_nms_top_n: int | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint to a bundle folder, with ``parity.json``.
 
@@ -140,9 +148,11 @@ def export_bundle(
         scenes_dir: Images for the parity check (default: generate the tiny synthetic set).
         parity_cases: Random-size parity cases besides the opt-size one.
         overwrite: Replace an existing bundle at ``out``.
+        rpn_pre_nms_top_n: Anchors the RPN keeps before NMS (see :func:`export_graphs`);
+            the parity reference runs with the same count.
 
     Returns:
-        The parity report.
+        The parity report; its ``rpn_pre_nms_top_n`` says which count the graphs use.
 
     Raises:
         ExportError: Bad options, an existing ``out`` without ``overwrite``, or a
@@ -153,6 +163,8 @@ def export_bundle(
     if precision not in PRECISIONS:
         raise ExportError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     profile = parse_image_size(image_size) if image_size else None
+    if rpn_pre_nms_top_n is not None and rpn_pre_nms_top_n < 1:
+        raise ExportError(f"--rpn-pre-nms-top-n must be >= 1, got {rpn_pre_nms_top_n}")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; choose another --out or pass --overwrite")
     loaded = load_checkpoint(checkpoint)
@@ -167,6 +179,7 @@ def export_bundle(
             max_detections=max_detections,
             profile=profile,
             max_batch=max_batch,
+            rpn_pre_nms_top_n=rpn_pre_nms_top_n,
         )
         family = get_export_family(loaded.method.export_description().family)
         report = family.parity(
@@ -225,6 +238,12 @@ def format_parity(report: dict[str, Any]) -> str:
     lines.append(
         f"  compared {report['compared_detections']} detections, {report['compared_queries']} query boxes"
     )
+    pre_nms = report.get("rpn_pre_nms_top_n")
+    if pre_nms and pre_nms.get("graphs") is not None:
+        lines.append(
+            f"  RPN pre-NMS top-N {pre_nms['graphs']} in the graphs (model: {pre_nms['model']}), "
+            f"reference run with {pre_nms['reference']}"
+        )
     return "\n".join(lines)
 
 

@@ -43,6 +43,9 @@ class ExportRequest:
         profile: Fed image sizes; None for the family's default for the model.
         max_batch: Largest batch of batched graphs.
         convert: Applied to each written graph before it is hashed (the fp16 pass), or None.
+        rpn_pre_nms_top_n: For families whose graphs run a region proposal network: the
+            anchors kept before its NMS (the K of a ``TopK``). None for the family's
+            default, which must keep the graphs buildable by TensorRT (K < 3840).
     """
 
     roles: tuple[str, ...]
@@ -51,6 +54,7 @@ class ExportRequest:
     profile: ImageProfile | None = None
     max_batch: int = 4
     convert: Callable[[Path], object] | None = None
+    rpn_pre_nms_top_n: int | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -29,7 +29,16 @@ from personsearch_runtime.bundle import (
 from personsearch_export.adapters import BackboneRpnAdapter, BoxHeadAdapter, ReidHeadAdapter
 from personsearch_export.errors import ExportError
 
-__all__ = ["MIN_OPSET", "check_opset", "export_module", "export_split_graphs"]
+__all__ = [
+    "MIN_OPSET",
+    "RPN_PRE_NMS_KEY",
+    "RPN_PRE_NMS_MODEL_KEY",
+    "check_opset",
+    "export_module",
+    "export_split_graphs",
+    "read_rpn_pre_nms_top_n",
+    "rpn_metadata",
+]
 
 #: Largest log size ratio the trainer's BoxCoder decodes (torchvision's bbox_xform_clip).
 _BOX_CODER_CLIP = math.log(1000.0 / 16)
@@ -40,6 +49,41 @@ _MIN_BOX_SIZE = 1e-2
 MIN_OPSET = 16
 #: Highest opset the exporter is tested with (onnx's RoiAlign-22 has the same attributes).
 MAX_OPSET = 20
+
+#: ONNX ``metadata_props`` key of a graph that runs the RPN: the pre-NMS top-N (TopK K)
+#: it was exported with. The bundle manifest has no field for it; the graph carries it,
+#: so parity (and ``verify``) can run the PyTorch reference with the same count.
+RPN_PRE_NMS_KEY = "personsearch.rpn_pre_nms_top_n"
+#: ``metadata_props`` key: the model's own test-time pre-NMS top-N, for comparison.
+RPN_PRE_NMS_MODEL_KEY = "personsearch.rpn_pre_nms_top_n_model"
+
+
+def rpn_metadata(exported: int, model_value: int) -> dict[str, str]:
+    """``metadata_props`` entries recording the RPN pre-NMS top-N of a graph and of its model."""
+    return {RPN_PRE_NMS_KEY: str(int(exported)), RPN_PRE_NMS_MODEL_KEY: str(int(model_value))}
+
+
+def read_rpn_pre_nms_top_n(path: str | Path) -> tuple[int, int] | None:
+    """The (exported, model) pre-NMS top-N recorded in an ONNX file, or None when absent.
+
+    Only the metadata is read (external data is not loaded). Bundles written before the
+    exporter recorded it have no entry; their RPN ran the model's own count.
+
+    Raises:
+        ExportError: The entry is present but not an integer.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    if RPN_PRE_NMS_KEY not in props:
+        return None
+    try:
+        exported = int(props[RPN_PRE_NMS_KEY])
+        model_value = int(props.get(RPN_PRE_NMS_MODEL_KEY, props[RPN_PRE_NMS_KEY]))
+    except ValueError:
+        raise ExportError(
+            f"{path}: metadata {RPN_PRE_NMS_KEY}={props[RPN_PRE_NMS_KEY]!r} is not an integer"
+        ) from None
+    return exported, model_value
 
 
 def check_opset(opset: int) -> None:
@@ -78,6 +122,7 @@ def export_module(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     opset: int,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Export ``module`` to ``path`` with the manifest's names, symbolic dims and static sizes.
 
@@ -89,6 +134,8 @@ def export_module(
         inputs: Manifest tensor specs of the inputs, in order.
         outputs: Manifest tensor specs of the outputs, in order.
         opset: ONNX opset (checked by :func:`check_opset`).
+        metadata: Written into the file's ``metadata_props`` (e.g. :func:`rpn_metadata`),
+            before the file is hashed.
     """
     check_opset(opset)
     dynamic_axes: dict[str, dict[int, str]] = {}
@@ -113,6 +160,8 @@ def export_module(
     _set_shapes(model.graph.input, inputs)
     _set_shapes(model.graph.output, outputs)
     model.producer_name = "personsearch_export"
+    if metadata:
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **metadata})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
@@ -131,6 +180,7 @@ def export_split_graphs(
     height: DimRange,
     width: DimRange,
     convert: Callable[[Path], object] | None = None,
+    rpn_pre_nms_top_n: int | None = None,
 ) -> tuple[dict[str, ModelSpec], SplitSpec]:
     """Write ``backbone_rpn.onnx``, ``box_head.onnx`` and ``reid_head.onnx`` (the GPU path's graphs).
 
@@ -150,6 +200,9 @@ def export_split_graphs(
         width: Range of the fed width W.
         convert: Applied to each written file before it is hashed (e.g. the fp16 pass,
             ``personsearch_export.precision.convert_file_to_fp16``).
+        rpn_pre_nms_top_n: The RPN's pre-NMS top-N (TopK K) in ``backbone_rpn``; None
+            for the model's own test-time value. Recorded in the graph's metadata
+            (:func:`rpn_metadata`).
 
     Returns:
         Role -> model spec for the three graphs, and the manifest's ``split`` section.
@@ -202,10 +255,13 @@ def export_split_graphs(
             (DimRange("R", 1, min(first_k, 16), first_k * batch.max),),
         ),
     }
+    model_pre = int(model.rpn._pre_nms_top_n["testing"])
+    pre = model_pre if rpn_pre_nms_top_n is None else int(rpn_pre_nms_top_n)
+    metadata = {"backbone_rpn": rpn_metadata(pre, model_pre)}
     rows = _trace_rows({channels, size, d, p, first_k, 2, 4})
     modules = {
         "backbone_rpn": (
-            BackboneRpnAdapter(model).eval(),
+            BackboneRpnAdapter(model, pre_nms_top_n=pre).eval(),
             (
                 torch.rand(2, 3, height.opt, width.opt),
                 torch.tensor(
@@ -220,7 +276,9 @@ def export_split_graphs(
     for role, (inputs, outputs, dims) in specs.items():
         module, example = modules[role]
         path = folder / f"{role}.onnx"
-        export_module(module, example, path, inputs=inputs, outputs=outputs, opset=opset)
+        export_module(
+            module, example, path, inputs=inputs, outputs=outputs, opset=opset, metadata=metadata.get(role)
+        )
         if convert is not None:
             convert(path)
         models[role] = ModelSpec(role, path.name, file_sha256(path), inputs, outputs, dims)

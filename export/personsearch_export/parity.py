@@ -6,6 +6,12 @@ the adapters as well as the exporter. Cases are synthetic scenes (real rendered
 people) at the profile's opt size and at random sizes and batch sizes inside the
 profile. Per output we record the worst error seen and compare it with a tolerance
 table; ``parity.json`` states both, so a failing bundle says what tolerance it needed.
+
+Where the exporter capped the RPN's pre-NMS top-N below the model's (TensorRT's TopK
+limit, :func:`personsearch_export.seqnet_family.resolve_rpn_pre_nms_top_n`), the reference
+runs with the graphs' count (read from the detector graph's metadata) for the duration of
+the check, so parity measures the export and not the cap; ``parity.json`` records both
+counts under ``rpn_pre_nms_top_n``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import torch
 
 from personsearch_export.errors import ExportError
+from personsearch_export.onnx_export import read_rpn_pre_nms_top_n
 
 __all__ = ["PARITY_FILE", "TOLERANCES", "OnnxSearchModel", "load_scene_images", "run_parity"]
 
@@ -97,6 +104,18 @@ def _native_resolution(model: torch.nn.Module, height: int, width: int) -> Itera
         yield
     finally:
         transform.min_size, transform.max_size = saved
+
+
+@contextlib.contextmanager
+def _rpn_pre_nms_top_n(model: torch.nn.Module, count: int) -> Iterator[None]:
+    """Make the model's RPN keep ``count`` anchors before NMS at test time; restored on exit."""
+    table = model.rpn._pre_nms_top_n
+    saved = table["testing"]
+    table["testing"] = int(count)
+    try:
+        yield
+    finally:
+        table["testing"] = saved
 
 
 @dataclass
@@ -181,7 +200,10 @@ def run_parity(
         seed: Seed of the random cases.
 
     Returns:
-        The parity report (also what ``parity.json`` holds).
+        The parity report (also what ``parity.json`` holds). ``rpn_pre_nms_top_n`` holds
+        ``graphs`` (the count recorded in the detector graph, None for bundles written
+        before it was recorded), ``model`` (the model's own test-time count) and
+        ``reference`` (the count the PyTorch reference ran with).
     """
     import onnxruntime as ort
     from personsearch_runtime.bundle import Bundle
@@ -222,6 +244,11 @@ def run_parity(
             )
         )
 
+    model_pre_nms = int(model.rpn._pre_nms_top_n["testing"])
+    recorded = read_rpn_pre_nms_top_n(bundle.model_path("detector"))
+    graphs_pre_nms = None if recorded is None else recorded[0]
+    reference_pre_nms = model_pre_nms if graphs_pre_nms is None else graphs_pre_nms
+
     det_worst, qe_worst = _Worst(), _Worst()
     records = []
     start = 0
@@ -234,7 +261,11 @@ def run_parity(
         if len(det_spec.inputs) == 2:  # fed at native size: the images fill the tensor
             feed[det_spec.inputs[1].name] = np.tile(np.array([[height, width]], np.float32), (batch, 1))
         boxes, scores, embeddings, counts = detector.run(None, feed)
-        with torch.no_grad(), _native_resolution(model, height, width):
+        with (
+            torch.no_grad(),
+            _native_resolution(model, height, width),
+            _rpn_pre_nms_top_n(model, reference_pre_nms),
+        ):
             reference = model.predict([torch.from_numpy(x) for x in fed])
         case = {
             "source": source,
@@ -304,9 +335,19 @@ def run_parity(
             qe_worst.embeddings_cosine >= tolerances["embeddings_cosine"],
         ),
     }
+    reference_text = "PyTorch SeqNet.predict / embed_boxes at the fed resolution, CPU, float32"
+    if reference_pre_nms != model_pre_nms:
+        reference_text += (
+            f", RPN pre-NMS top-N {reference_pre_nms} as in the graphs (the model's own: {model_pre_nms})"
+        )
     return {
         "precision": manifest.precision,
-        "reference": "PyTorch SeqNet.predict / embed_boxes at the fed resolution, CPU, float32",
+        "reference": reference_text,
+        "rpn_pre_nms_top_n": {
+            "graphs": graphs_pre_nms,
+            "model": model_pre_nms,
+            "reference": reference_pre_nms,
+        },
         "backend": f"onnxruntime {ort.__version__} CPUExecutionProvider"
         + (
             ", fp16 rounding emulated (fp16 weights and tensors, float32 arithmetic)"

@@ -6,6 +6,10 @@ path's graphs around RoIAlign (``backbone_rpn``, ``box_head``, ``reid_head``). T
 must be a :class:`personsearch_train.models.SeqNet`: the adapters trace its
 ``transform``, backbone, RPN, RoIAlign and heads (:mod:`personsearch_export.adapters`).
 Every method whose model is a SeqNet exports through this family, whatever it trained with.
+
+By default the graphs keep the model's test-time settings, except that the RPN's pre-NMS
+top-N is capped at :data:`RPN_PRE_NMS_TOP_N_CAP` so TensorRT can build its TopK (see
+:func:`resolve_rpn_pre_nms_top_n`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,52 @@ from personsearch_export.adapters import DetectorAdapter, QueryEncoderAdapter
 from personsearch_export.errors import CheckpointError, ExportError
 from personsearch_export.families import ExportRequest, FamilyGraphs, register_export_family
 from personsearch_export.image_profile import PAD, ImageProfile, round_up
-from personsearch_export.onnx_export import check_opset, export_module, export_split_graphs
+from personsearch_export.onnx_export import check_opset, export_module, export_split_graphs, rpn_metadata
 from personsearch_export.parity import run_parity
+from personsearch_export.trt_support import TRT_TOPK_K_MAX
 
-__all__ = ["SeqNetExportFamily", "default_profile"]
+__all__ = ["RPN_PRE_NMS_TOP_N_CAP", "SeqNetExportFamily", "default_profile", "resolve_rpn_pre_nms_top_n"]
+
+#: Default ceiling on the RPN's pre-NMS top-N in exported graphs: the largest K that
+#: TensorRT's TopK layer builds (K < 3840 in TensorRT 10.x and 11.x).
+RPN_PRE_NMS_TOP_N_CAP = TRT_TOPK_K_MAX
+
+
+def resolve_rpn_pre_nms_top_n(model: torch.nn.Module, requested: int | None) -> tuple[int, int]:
+    """The RPN pre-NMS top-N to export, and the model's own test-time value.
+
+    SeqNet's RPN ranks every anchor and keeps the best ``rpn_pre_nms_top_n_test`` of them
+    (6000 for ``seqnet_r50``, ``seqnet_r18`` and ``seqnet_small``) for its NMS. In the
+    graph that ranking is one ``TopK`` whose K is that count, and TensorRT's TopK only
+    takes K < 3840, so by default the graphs keep ``min(model value, 3839)``.
+
+    The exact count cannot be kept by splitting the ranking: a two-stage top-K (the best
+    K of each chunk, then the best K of their union) still ends in a TopK with the full
+    K >= 3840. Keeping it would mean selecting the candidates without a TopK (e.g. a
+    score threshold, then NMS over every anchor: 72,000 for ``seqnet_small`` at stride 8
+    and 480x640), which is not what the graphs do. The cap changes the proposals only
+    when NMS over the best 3839 anchors keeps fewer than the post-NMS top-N boxes: greedy
+    NMS visits boxes best first, so its first survivors do not depend on the boxes after
+    them.
+
+    Args:
+        model: A ``SeqNet``.
+        requested: ``--rpn-pre-nms-top-n``; None for the default. Values of 3840 and up
+            are exported as asked (ONNX Runtime runs them), and ``lint-trt`` and
+            TensorRT then refuse the graphs.
+
+    Returns:
+        ``(exported, model_value)``, both >= 1.
+
+    Raises:
+        ExportError: ``requested`` below 1.
+    """
+    model_value = int(model.rpn._pre_nms_top_n["testing"])
+    if requested is None:
+        return min(model_value, RPN_PRE_NMS_TOP_N_CAP), model_value
+    if int(requested) < 1:
+        raise ExportError(f"--rpn-pre-nms-top-n must be >= 1, got {requested}")
+    return int(requested), model_value
 
 
 def default_profile(model: torch.nn.Module) -> ImageProfile:
@@ -92,7 +138,7 @@ class SeqNetExportFamily:
         """Trace the detector, the query encoder and (if asked) the split graphs.
 
         Raises:
-            ExportError: A bad K or opset.
+            ExportError: A bad K, pre-NMS top-N or opset.
         """
         check_opset(request.opset)
         k = int(request.max_detections or model.box_detections_per_img)
@@ -100,11 +146,14 @@ class SeqNetExportFamily:
             raise ExportError(f"--max-detections must be >= 1, got {k}")
         profile = request.profile or default_profile(model)
         opset, convert = request.opset, request.convert
+        pre_nms, model_pre_nms = resolve_rpn_pre_nms_top_n(model, request.rpn_pre_nms_top_n)
+        # Recorded in every graph that runs the RPN: the manifest has no field for it.
+        metadata = {"detector": rpn_metadata(pre_nms, model_pre_nms)}
         specs = _specs(model, k, profile, request.max_batch)
         # Trace sizes chosen to differ from every static size in the graphs.
         trace_h, trace_w = profile.opt
         modules = {
-            "detector": DetectorAdapter(model, max_detections=k).eval(),
+            "detector": DetectorAdapter(model, max_detections=k, pre_nms_top_n=pre_nms).eval(),
             "query_encoder": QueryEncoderAdapter(model).eval(),
         }
         examples = {
@@ -123,7 +172,15 @@ class SeqNetExportFamily:
                 continue
             inputs, outputs, dims = specs[role]
             path = folder / f"{role}.onnx"
-            export_module(modules[role], examples[role], path, inputs=inputs, outputs=outputs, opset=opset)
+            export_module(
+                modules[role],
+                examples[role],
+                path,
+                inputs=inputs,
+                outputs=outputs,
+                opset=opset,
+                metadata=metadata.get(role),
+            )
             if convert is not None:
                 # Strongly typed: fp16 lives in the graph; inputs and outputs stay float32.
                 convert(path)
@@ -139,6 +196,7 @@ class SeqNetExportFamily:
                 height=height_dim,
                 width=width_dim,
                 convert=convert,
+                rpn_pre_nms_top_n=pre_nms,
             )
             models.update(split_models)
         transform = model.transform

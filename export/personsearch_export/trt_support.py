@@ -33,6 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 __all__ = [
     "TRT_OPSET_RANGE",
+    "TRT_TOPK_K_MAX",
+    "TRT_TOPK_MAX",
     "TRT_OPERATOR_TABLE",
     "TRT_TABLE_SOURCE",
     "Finding",
@@ -282,8 +284,13 @@ TRT_OPERATOR_TABLE: dict[str, OpSupport] = {
     "Xor": _y(("BOOL",)),
 }
 
-#: Largest K the TensorRT TopK layer accepts (exclusive bound from the support matrix).
+#: Exclusive bound on the K of TensorRT's TopK layer, TensorRT 10.x and 11.x (from the
+#: support matrix: "K < 3840"; NVIDIA's operator page words it as k <= 3840, so the
+#: stricter reading is the one that builds everywhere).
 TRT_TOPK_MAX = 3840
+#: Largest TopK K that the lint accepts, and the cap the exporter puts on the RPN's
+#: pre-NMS top-N (``personsearch export --rpn-pre-nms-top-n``).
+TRT_TOPK_K_MAX = TRT_TOPK_MAX - 1
 
 _RESIZE_COORD_MODES = {
     "half_pixel",
@@ -441,7 +448,12 @@ def _check_topk(ctx: _Context, node: onnx.NodeProto, label: str) -> None:
         )
         return
     if k_value >= TRT_TOPK_MAX:
-        ctx.error("topk-k", f"TopK K={k_value} but TensorRT accepts K < {TRT_TOPK_MAX}", label)
+        ctx.error(
+            "topk-k",
+            f"TopK K={k_value} but TensorRT accepts K < {TRT_TOPK_MAX}; if this is the RPN's pre-NMS "
+            f"top-N, export with 'personsearch export --rpn-pre-nms-top-n {TRT_TOPK_K_MAX}' (or lower)",
+            label,
+        )
 
 
 def _check_roialign(ctx: _Context, node: onnx.NodeProto, label: str) -> None:

@@ -10,6 +10,8 @@ of 10.16 and 11.1):
   10.x needs ``--useCudaGraph --noDataTransfers --useSpinWait --separateProfileRun`` to
   measure the same thing, so every command states the regime explicitly.
 * ``--workspace`` is gone in 11; ``--memPoolSize=workspace:<N>M`` works in both.
+* TF32 is on by default in both; builds pass ``--noTF32`` unless asked for TF32, so the
+  engine timed is the one ``personsearch build-engine`` makes (it clears TF32 the same way).
 * ``--exportTimes`` is a JSON array of per-query records with ``startEnqMs ... latencyMs``;
   ``--exportProfile`` is ``[{"count": N}, {"name", "timeMs", "averageMs", "medianMs",
   "percentage"}, ...]``. trtexec's percentile is the sorted value at index
@@ -112,6 +114,7 @@ def trtexec_commands(
     timing_cache: str | Path | None = None,
     workspace_mb: int = 4096,
     version_compatible: bool = False,
+    tf32: bool = False,
     include_transfers: bool = False,
     iterations: int = 200,
     warmup_ms: int = 500,
@@ -131,6 +134,7 @@ def trtexec_commands(
         timing_cache: ``--timingCacheFile`` (kept per GPU and TensorRT version), or None.
         workspace_mb: Workspace pool limit in MiB.
         version_compatible: Build a version-compatible plan (``--versionCompatible``).
+        tf32: Allow TF32 for fp32 layers; False passes ``--noTF32``.
         include_transfers: Time host<->device copies too (off: GPU-resident timing).
         iterations: Minimum timed iterations.
         warmup_ms: Warm-up time.
@@ -168,6 +172,8 @@ def trtexec_commands(
         build.append(f"--timingCacheFile={timing_cache}")
     if version_compatible:
         build.append("--versionCompatible")
+    if not tf32:
+        build.append("--noTF32")
     build.append("--skipInference")
     bench = [
         trtexec,

@@ -187,10 +187,15 @@ class SplitDetector:
         NMS at ``nms_threshold``, best ``first_stage_max_detections``; ``reid_head`` on the
         survivors -> decode its refinement deltas, clip, size filter, NMS at
         ``reid_nms_threshold`` (ranked by stage-1 scores), best ``max_detections``.
+
+        An image without proposals simply contributes no RoIs; when the whole batch has
+        none, neither head runs (their engines' profiles start at one RoI) and every
+        image gets zero detections.
         """
         xp = array_module(batch)
         split, post = self.manifest.split, self.manifest.postprocessing
         num = batch.shape[0]
+        dim = self.manifest.embedding.dim
         bounds = image_sizes_array(batch, image_sizes if self.takes_sizes else None)
         inputs = [batch.astype(self.feature_dtype["backbone_rpn"])]
         if self.takes_sizes:
@@ -201,6 +206,8 @@ class SplitDetector:
         valid = xp.arange(p)[None, :] < counts[:, None]
         image_of = xp.broadcast_to(xp.arange(num)[:, None], (num, p))[valid]
         props = proposals[valid].astype(xp.float32)
+        if not int(props.shape[0]):
+            return _no_detections(xp, num, dim)
 
         # Stage 1: box head on every valid proposal.
         pooled = self.roi_align(features, _rois(image_of, props), split.box_roi_align)
@@ -219,12 +226,8 @@ class SplitDetector:
             )
         ]
         boxes, box_scores, image_of = boxes[idx], box_scores[idx], image_of[idx]
-        dim = self.manifest.embedding.dim
         if not int(boxes.shape[0]):
-            empty = xp.zeros((0,), xp.float32)
-            return _per_image(
-                num, xp.zeros((0, 4), xp.float32), empty, xp.zeros((0, dim), xp.float32), image_of
-            )
+            return _no_detections(xp, num, dim)
 
         # Stage 2: re-id head on the survivors; it embeds them and refines their boxes.
         pooled = self.roi_align(features, _rois(image_of, boxes), split.reid_roi_align)
@@ -293,11 +296,44 @@ def _per_image_nms(boxes: Any, scores: Any, image_of: Any, threshold: float, cap
     return kept[xp.nonzero(rank < cap)[0]]
 
 
+def _no_detections(xp: Any, num: int, dim: int) -> list[BatchDetections]:
+    """``num`` images without detections ([0, 4] boxes, [0] scores, [0, dim] embeddings)."""
+    empty = xp.zeros((0,), xp.int64)
+    return _per_image(
+        num, xp.zeros((0, 4), xp.float32), xp.zeros((0,), xp.float32), xp.zeros((0, dim), xp.float32), empty
+    )
+
+
 def _per_image(num: int, boxes: Any, scores: Any, emb: Any, image_of: Any) -> list[BatchDetections]:
-    """Split flat results by image and bring them to the host."""
+    """Split flat results by image and bring them to the host.
+
+    Args:
+        num: Images in the batch.
+        boxes: [N, 4] float32.
+        scores: [N] float32.
+        emb: [N, D] float32.
+        image_of: [N] int64 image of each row.
+
+    Returns:
+        ``num`` host ``BatchDetections``, in image order.
+    """
     xp = array_module(boxes)
-    to_host = (lambda a: a) if xp is np else xp.asnumpy
-    boxes, scores, emb, image_of = (to_host(a) for a in (boxes, scores, emb, image_of))
+    if xp is not np:
+        # One packed [N, 4 + 1 + D + 1] float32 copy is the batch's only device -> host
+        # transfer and its one wait on the stream (four copies would wait four times).
+        # Image indices are small integers, exact in float32.
+        packed = xp.concatenate(
+            [
+                boxes.astype(xp.float32),
+                scores.astype(xp.float32)[:, None],
+                emb.astype(xp.float32),
+                image_of.astype(xp.float32)[:, None],
+            ],
+            axis=1,
+        )
+        host = xp.asnumpy(packed)
+        boxes, scores, emb = host[:, :4], host[:, 4], host[:, 5:-1]
+        image_of = host[:, -1].astype(np.int64)
     return [
         BatchDetections(boxes[image_of == b], scores[image_of == b], emb[image_of == b]) for b in range(num)
     ]

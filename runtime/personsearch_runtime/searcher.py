@@ -13,9 +13,12 @@ batches, and every box comes back in the original image's pixels.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +39,257 @@ from personsearch_runtime.preprocess import (
 from personsearch_runtime.results import Detections, SearchHit
 from personsearch_runtime.sources import Frame, FrameReader, expand_sources
 
-__all__ = ["IndexSummary", "NoPersonFoundError", "PersonSearcher"]
+__all__ = [
+    "PIPELINES",
+    "IndexSummary",
+    "Installed",
+    "NoPersonFoundError",
+    "PersonSearcher",
+    "PipelineChoice",
+    "SlowPathWarning",
+    "choose_pipeline",
+    "pipeline_for_bundle",
+]
 
 PIPELINES = ("auto", "detector", "split")
+#: The graphs (or engines) of the split path, in the order they run.
+SPLIT_ROLES = ("backbone_rpn", "box_head", "reid_head")
 
 
 class NoPersonFoundError(PersonSearchError):
     """The query image contains no detectable person."""
+
+
+class SlowPathWarning(UserWarning):
+    """A pipeline was asked for that copies every stage through the host on the GPU."""
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The optional packages the GPU split path needs.
+
+    Attributes:
+        cupy: CuPy (device arrays, NMS and box decoding between the stages).
+        cuda_python: cuda-python (NVRTC compiles our RoIAlign kernel).
+        roi_align_source: The kernel source that ``personsearch_ops`` ships.
+    """
+
+    cupy: bool
+    cuda_python: bool
+    roi_align_source: bool
+
+    @classmethod
+    def probe(cls) -> Installed:
+        """Look the packages up without importing them (nothing loads CUDA)."""
+        from personsearch_runtime.gpu.roi_align_kernel import KernelError, kernel_source_path
+
+        try:
+            kernel_source_path()
+            source = True
+        except KernelError:
+            source = False
+        return cls(
+            cupy=_has_module("cupy"), cuda_python=_has_module("cuda.bindings"), roi_align_source=source
+        )
+
+    def missing_for_split(self) -> list[str]:
+        """What the device split path lacks here, as phrases for a message (empty when nothing)."""
+        missing = []
+        if not self.cupy:
+            missing.append("CuPy")
+        if not self.cuda_python:
+            missing.append("cuda-python")
+        if not self.roi_align_source:
+            missing.append("the RoIAlign kernel source from personsearch_ops")
+        return missing
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is absent
+        return False
+    except ValueError:  # already imported without a spec (a stand-in module): it is there
+        return name in sys.modules
+
+
+def normalize_device(device: str) -> str:
+    """Return ``"cpu"`` or ``"cuda:N"`` for a ``--device`` value.
+
+    Raises:
+        PersonSearchError: Anything else.
+    """
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return "cpu"
+    if kind == "cuda" and (not index or index.isdigit()):
+        return f"cuda:{int(index or 0)}"
+    raise PersonSearchError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class PipelineChoice:
+    """Which detection path runs, and why.
+
+    Attributes:
+        path: ``"detector"`` (one graph) or ``"split"`` (backbone_rpn -> RoIAlign -> heads).
+        reason: Why this path, as a phrase for the user.
+        backend: ``"ort"`` or ``"trt"``.
+        device: ``"cpu"`` or ``"cuda:N"``.
+        warning: Set when the path is slow here and was only taken because it was asked for.
+    """
+
+    path: str
+    reason: str
+    backend: str
+    device: str
+    warning: str | None = None
+
+    @property
+    def io_binding(self) -> bool:
+        """True when ONNX Runtime runs the one graph with inputs and outputs bound on the GPU."""
+        return self.path == "detector" and self.backend == "ort" and self.device != "cpu"
+
+    def line(self) -> str:
+        """One line for ``bench`` and ``info``, e.g. ``pipeline: one-graph (detector.onnx) ...``."""
+        ext = ".plan" if self.backend == "trt" else ".onnx"
+        if self.path == "detector":
+            what = f"one-graph (detector{ext})" + (" with IOBinding" if self.io_binding else "")
+        else:
+            pool = "our RoIAlign kernel" if self.device != "cpu" else "the numpy reference RoIAlign"
+            what = f"split (backbone_rpn{ext} -> {pool} -> box_head{ext}, reid_head{ext})"
+            if self.device != "cpu" and self.backend == "ort":
+                what += " through the host"
+        return f"pipeline: {what} on {self.device} - {self.reason}"
+
+    def describe(self) -> list[str]:
+        """The path line, and a ``warning:`` line when there is a warning."""
+        return [self.line()] + ([f"warning: {self.warning}"] if self.warning else [])
+
+
+def choose_pipeline(
+    *,
+    backend: str,
+    device: str,
+    requested: str = "auto",
+    has_split_graphs: bool,
+    engines: Collection[str] = (),
+    installed: Installed,
+) -> PipelineChoice:
+    """Choose the detection path; pure, so it is testable without a GPU.
+
+    The split path pays off only where every stage stays on the device: TensorRT engines
+    reading and writing CuPy memory, with our RoIAlign kernel between them. ONNX Runtime
+    has no such hand-off here, so its split path copies every stage's inputs and outputs
+    through the host; on the GPU ONNX Runtime therefore runs the one graph with IOBinding.
+    An explicit ``requested`` path is honoured (a slow one with a warning) or refused
+    with the reason when it cannot run at all.
+
+    Args:
+        backend: ``"ort"`` or ``"trt"``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        requested: ``"auto"``, ``"detector"`` or ``"split"`` (the user's ``--pipeline``).
+        has_split_graphs: The bundle has ``backbone_rpn``, ``box_head`` and ``reid_head``.
+        engines: Roles whose TensorRT engine (``ROLE.plan``) exists; used for ``trt`` only.
+        installed: What the device split path needs and is installed.
+
+    Returns:
+        The path with its reason (and a warning for an explicit slow choice).
+
+    Raises:
+        PersonSearchError: Unknown backend, device or pipeline; TensorRT on the CPU; the
+            split path asked for where it cannot run.
+    """
+    if backend not in ("ort", "trt"):
+        raise PersonSearchError(f"unknown backend {backend!r}; use ort or trt")
+    if requested not in PIPELINES:
+        raise PersonSearchError(f"pipeline must be one of {', '.join(PIPELINES)}, got {requested!r}")
+    device = normalize_device(device)
+    on_gpu = device != "cpu"
+    if backend == "trt" and not on_gpu:
+        raise PersonSearchError("the TensorRT backend runs on --device cuda only")
+    if requested == "detector":
+        return PipelineChoice("detector", "asked for with --pipeline detector", backend, device)
+    if requested == "split":
+        if not has_split_graphs:
+            raise PersonSearchError("the bundle has no split graphs; use --pipeline detector or auto")
+        missing = installed.missing_for_split() if on_gpu else []
+        if missing:
+            raise PersonSearchError(
+                f"--pipeline split on {device} needs {', '.join(missing)}, which "
+                f'{"is" if len(missing) == 1 else "are"} not installed; pip install "personsearch[gpu]" '
+                "(or use --pipeline detector)"
+            )
+        warning = None
+        if on_gpu and backend == "ort":
+            warning = (
+                f"--pipeline split with ONNX Runtime on {device} copies every stage's inputs and outputs "
+                "through the host; it is for checking the split graphs, not for speed - use --pipeline "
+                "auto (one graph with IOBinding) or --backend trt"
+            )
+        return PipelineChoice("split", "asked for with --pipeline split", backend, device, warning)
+    if not on_gpu:
+        return PipelineChoice(
+            "detector",
+            "on the CPU one ONNX Runtime session runs the whole detector (the split path is for the GPU)",
+            backend,
+            device,
+        )
+    if backend == "ort":
+        return PipelineChoice(
+            "detector", "ORT's split path would copy each stage through the host", backend, device
+        )
+    blockers = []
+    if not has_split_graphs:
+        blockers.append("the bundle has no split graphs")
+    else:
+        absent = [f"{role}.plan" for role in SPLIT_ROLES if role not in engines]
+        if absent:
+            blockers.append(f"{', '.join(absent)} not built (personsearch build-engine)")
+    missing = installed.missing_for_split()
+    if missing:
+        blockers.append(f"{', '.join(missing)} not installed")
+    if blockers:
+        return PipelineChoice(
+            "detector", f"the all-device split path is unavailable: {'; '.join(blockers)}", backend, device
+        )
+    return PipelineChoice(
+        "split",
+        "every stage stays on the device (TensorRT engines and our kernel on one non-blocking stream)",
+        backend,
+        device,
+    )
+
+
+def pipeline_for_bundle(
+    bundle: Bundle,
+    *,
+    backend: str,
+    device: str,
+    requested: str = "auto",
+    engine_dir: str | os.PathLike[str] | None = None,
+    installed: Installed | None = None,
+) -> PipelineChoice:
+    """``choose_pipeline`` for a bundle: looks up its split graphs and built engines.
+
+    Args:
+        bundle: The loaded bundle.
+        backend: ``"ort"`` or ``"trt"``.
+        device: ``"cpu"`` or ``"cuda[:N]"``.
+        requested: The user's ``--pipeline``.
+        engine_dir: Where ``ROLE.plan`` engines are (``BUNDLE/engines`` by default).
+        installed: What is installed (probed when None).
+    """
+    folder = Path(engine_dir) if engine_dir else bundle.root / "engines"
+    engines = {role for role in bundle.manifest.models if (folder / f"{role}.plan").is_file()}
+    return choose_pipeline(
+        backend=backend,
+        device=device,
+        requested=requested,
+        has_split_graphs=bundle.manifest.has_split,
+        engines=engines,
+        installed=installed if installed is not None else Installed.probe(),
+    )
 
 
 @dataclass(frozen=True)
@@ -80,8 +327,9 @@ class PersonSearcher:
         device: ``"cpu"`` or ``"cuda[:N]"``.
         batch_size: Frames per detector call.
         pipeline: ``"detector"`` (one graph), ``"split"`` (backbone_rpn -> RoIAlign -> heads)
-            or ``"auto"`` (split on the GPU when the bundle has it and CuPy is installed,
-            the one-graph detector otherwise).
+            or ``"auto"`` (see ``choose_pipeline``: split only with TensorRT engines on the
+            GPU, where every stage stays on the device; the one graph otherwise, with
+            IOBinding for ONNX Runtime on the GPU). ``pipeline_choice`` says which and why.
         engine_dir: Where TensorRT engines ``ROLE.plan`` (+ ``ROLE.plan.json``) are;
             ``BUNDLE/engines`` by default.
         intra_op_threads: ONNX Runtime threads per session (0 = ORT default).
@@ -101,8 +349,6 @@ class PersonSearcher:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         if batch_size < 1:
             raise PersonSearchError(f"--batch must be >= 1, got {batch_size}")
-        if pipeline not in PIPELINES:
-            raise PersonSearchError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
         self.manifest = self.bundle.manifest
         self.backend = backend
         self.device = device
@@ -113,23 +359,16 @@ class PersonSearcher:
         batch_dim = detector.inputs[0].shape[0]
         max_batch = detector.dim(batch_dim).max if isinstance(batch_dim, str) else int(batch_dim)
         self.batch_size = min(batch_size, max_batch)
-        self.pipeline = self._resolve_pipeline(pipeline)
+        self.pipeline_choice = pipeline_for_bundle(
+            self.bundle, backend=backend, device=device, requested=pipeline, engine_dir=self.engine_dir
+        )
+        if self.pipeline_choice.warning:
+            warnings.warn(self.pipeline_choice.warning, SlowPathWarning, stacklevel=2)
+        self.pipeline = self.pipeline_choice.path
         self._detector = self._make_detector()
         self._query_encoder: Any = None
 
     # ---- construction ---------------------------------------------------------------------------
-
-    def _resolve_pipeline(self, pipeline: str) -> str:
-        if pipeline == "auto":
-            import importlib.util
-
-            on_gpu = self.device.startswith("cuda") and importlib.util.find_spec("cupy") is not None
-            return "split" if on_gpu and self.manifest.has_split else "detector"
-        if pipeline == "split" and not self.manifest.has_split:
-            raise PersonSearchError(
-                f"bundle {self.bundle.root} has no split graphs; use the detector pipeline"
-            )
-        return pipeline
 
     def _stage(self, role: str) -> Any:
         if self.backend == "trt":
@@ -148,7 +387,7 @@ class PersonSearcher:
     def _make_detector(self) -> Any:
         if self.pipeline == "detector":
             return OneGraphDetector(manifest=self.manifest, stage=self._stage("detector"))
-        stages = {role: self._stage(role) for role in ("backbone_rpn", "box_head", "reid_head")}
+        stages = {role: self._stage(role) for role in SPLIT_ROLES}
         if self.device.startswith("cuda"):
             from personsearch_runtime.gpu.device_pipeline import device_split_detector
 

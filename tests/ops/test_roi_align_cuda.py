@@ -185,12 +185,124 @@ def test_cuda_gradcheck_and_opcheck():
 
 @needs_ops
 @pytest.mark.needs_cuda
-def test_cuda_bad_batch_index_and_empty():
+def test_cuda_empty_rois():
     x = torch.zeros(1, 4, 8, 8, device="cuda")
-    with pytest.raises(RuntimeError, match="batch index"):
-        personsearch_ops.roi_align(
-            x, torch.tensor([[1.0, 0, 0, 4, 4]], device="cuda"), 2, 1.0, 2, aligned=False
-        )
     assert personsearch_ops.roi_align(
         x, torch.zeros(0, 5, device="cuda"), 2, 1.0, 2, aligned=False
     ).shape == (0, 4, 2, 2)
+
+
+def _bad_rows(rois: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """rois with every third batch index out of range (incl. NaN and huge); the good-row mask."""
+    bad_values = torch.tensor([-1.0, float(batch), float("nan"), 1e9, -3.5, batch + 0.5])
+    rois = rois.clone()
+    good = torch.ones(rois.shape[0], dtype=torch.bool)
+    good[::3] = False
+    rois[~good, 0] = bad_values[torch.arange(int((~good).sum())) % len(bad_values)]
+    # In-range values that truncate to an image: -0.5 -> 0 and batch - 0.25 -> batch - 1.
+    rois[1, 0], rois[2, 0] = -0.5, batch - 0.25
+    return rois, good
+
+
+@needs_ops
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_out_of_range_batch_index_pools_zeros_and_no_gradient(channels_last):
+    # Documented CUDA behaviour (no host check there): such a RoI's output is 0 and it adds no
+    # gradient; every other RoI is pooled exactly as the CPU op pools it.
+    x = torch.randn(2, 16, 11, 13, generator=torch.Generator().manual_seed(5))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois, good = _bad_rows(_rois(30, 2, 26, 22, seed=6), batch=2)
+    xg = x.cuda().requires_grad_(True)
+    out = personsearch_ops.roi_align(xg, rois.cuda(), (3, 4), 0.5, 2, aligned=True)
+    assert torch.count_nonzero(out[~good.cuda()]) == 0
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    out.backward(grad.cuda())
+    xc = x.clone().requires_grad_(True)
+    expected = personsearch_ops.roi_align(xc, rois[good], (3, 4), 0.5, 2, aligned=True)
+    expected.backward(grad[good])
+    torch.testing.assert_close(out[good.cuda()].cpu(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xg.grad.cpu(), xc.grad, atol=1e-4, rtol=1e-4)
+    # The CPU op refuses the same rois.
+    with pytest.raises(RuntimeError, match="batch index"):
+        personsearch_ops.roi_align(x, rois, (3, 4), 0.5, 2, aligned=True)
+
+
+@needs_ops
+@pytest.mark.needs_cuda
+def test_cuda_multi_level_out_of_range_batch_index_pools_zeros_and_no_gradient():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_multi_level_roi_align import STRIDES, pyramid, pyramid_rois
+
+    levels = pyramid(channels=8)
+    rois, good = _bad_rows(pyramid_rois(num=40), batch=2)
+    args = {"sampling_ratio": 2, "aligned": False, "strides": STRIDES}
+    gpu_levels = [f.cuda().requires_grad_(True) for f in levels]
+    out = personsearch_ops.multi_level_roi_align(gpu_levels, rois.cuda(), 5, **args)
+    assert torch.count_nonzero(out[~good.cuda()]) == 0
+    out.sum().backward()
+    cpu_levels = [f.clone().requires_grad_(True) for f in levels]
+    expected = personsearch_ops.multi_level_roi_align(cpu_levels, rois[good], 5, **args)
+    expected.sum().backward()
+    torch.testing.assert_close(out[good.cuda()].cpu(), expected, atol=1e-5, rtol=1e-5)
+    for a, b in zip(gpu_levels, cpu_levels, strict=True):
+        torch.testing.assert_close(a.grad.cpu(), b.grad, atol=1e-4, rtol=1e-4)
+
+
+@needs_ops
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_ops_never_synchronise(dtype, channels_last):
+    # set_sync_debug_mode("error") raises on every host-device synchronisation torch performs
+    # (.item(), nonzero, a copy from or to pageable host memory): forward and backward of both
+    # ops must only enqueue work, also with an out-of-range batch index among the rois.
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_multi_level_roi_align import STRIDES, pyramid, pyramid_rois
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 32, 20, 24, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
+    x.requires_grad_(True)
+    rois, _ = _bad_rows(_rois(40, 2, 24 * 8, 20 * 8, seed=8), batch=2)
+    rois = rois.cuda()
+    boxes = [rois[:10, 1:].clone(), rois[10:25, 1:].clone()]
+    levels = [
+        f.to("cuda", dtype).contiguous(memory_format=fmt).requires_grad_(True) for f in pyramid(channels=8)
+    ]
+    ml_rois = pyramid_rois(num=30).cuda()
+    grad = torch.randn(rois.shape[0], 32, 7, 7, device="cuda", dtype=dtype)
+    ml_grad = torch.randn(ml_rois.shape[0], 8, 7, 7, device="cuda", dtype=dtype)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = personsearch_ops.roi_align(x, rois, 7, 1 / 8, 2, aligned=False)
+        out.backward(grad)
+        personsearch_ops.roi_align(x.detach(), boxes, 7, 1 / 8, 0, aligned=True)
+        ml = personsearch_ops.multi_level_roi_align(
+            levels, ml_rois, 7, sampling_ratio=2, aligned=False, strides=STRIDES
+        )
+        ml.backward(ml_grad)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert x.grad is not None and all(f.grad is not None for f in levels)
+    # The check is live: a read-back in the same mode does raise.
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            rois[0, 0].item()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_ops
+@pytest.mark.needs_cuda
+def test_cuda_multi_level_more_levels_than_the_kernel_argument_holds():
+    strides = tuple(2**k for k in range(9))  # 9 levels; the by-value level table holds 8
+    levels = [torch.zeros(1, 2, max(512 // s, 1), max(512 // s, 1), device="cuda") for s in strides]
+    rois = torch.tensor([[0.0, 0, 0, 64, 64]], device="cuda")
+    with pytest.raises(RuntimeError, match="at most 8 pyramid levels"):
+        personsearch_ops.multi_level_roi_align(
+            levels, rois, 2, sampling_ratio=2, aligned=False, strides=strides
+        )

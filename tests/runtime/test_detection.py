@@ -131,6 +131,13 @@ def test_split_caps_stage_one_per_image(tiny_bundle: Path) -> None:
     np.testing.assert_allclose(out[1].scores, [0.95])
 
 
+class _MustNotRun:
+    """A head stage that fails the test when called (its engine profile starts at R = 1)."""
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise AssertionError(f"head called with {feed['roi_features'].shape[0]} RoIs")
+
+
 def test_split_with_no_detections(tiny_bundle: Path) -> None:
     manifest = Bundle.load(tiny_bundle).manifest
     backbone = _Fixed(
@@ -140,13 +147,74 @@ def test_split_with_no_detections(tiny_bundle: Path) -> None:
             "proposal_counts": np.array([0], np.int64),
         }
     )
-    box_head = _Fixed({"box_deltas": np.zeros((0, 4), np.float32), "box_scores": np.zeros((0,), np.float32)})
     det = SplitDetector(
         manifest=manifest,
-        stages={"backbone_rpn": backbone, "box_head": box_head, "reid_head": _ReidFromPooled()},
+        stages={"backbone_rpn": backbone, "box_head": _MustNotRun(), "reid_head": _MustNotRun()},
     )
     (out,) = det(np.zeros((1, 3, 32, 32), np.float32))
-    assert out.boxes.shape == (0, 4) and out.embeddings.shape == (0, 8)
+    assert out.boxes.shape == (0, 4) and out.scores.shape == (0,) and out.embeddings.shape == (0, 8)
+    assert out.boxes.dtype == out.scores.dtype == out.embeddings.dtype == np.float32
+
+
+class _DropProposals:
+    """The real backbone_rpn with the proposal count of some images forced to zero."""
+
+    def __init__(self, backend: object, empty: set[int]) -> None:
+        self.backend, self.empty = backend, empty
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = dict(self.backend.run(feed))  # type: ignore[attr-defined]
+        counts = out["proposal_counts"].copy()
+        counts[sorted(self.empty)] = 0
+        out["proposal_counts"] = counts
+        return out
+
+
+class _Recording:
+    def __init__(self, backend: object) -> None:
+        self.backend, self.rois = backend, []
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.rois.append(feed["roi_features"].shape[0])
+        return self.backend.run(feed)  # type: ignore[attr-defined]
+
+
+def test_a_frame_without_proposals_gets_no_detections_from_the_tiny_graphs(tiny_bundle: Path) -> None:
+    from personsearch_runtime.backends import create_backend
+    from personsearch_runtime.preprocess import batch_images, prepare_image
+    from scene_files import scene_layout
+    from tiny_bundle import scene
+
+    bundle = Bundle.load(tiny_bundle)
+    ort = {
+        r: create_backend("ort", tiny_bundle / f"{r}.onnx") for r in ("backbone_rpn", "box_head", "reid_head")
+    }
+    spec = bundle.manifest.preprocessing
+    batch = batch_images([prepare_image(scene(scene_layout(i)), spec) for i in range(2)], spec)
+    full = SplitDetector(manifest=bundle.manifest, stages=ort)(batch)
+    assert [len(d.boxes) for d in full] == [3, 3]
+
+    # Frame 0 has no proposals: the heads see frame 1's four RoIs only, frame 1 is unchanged.
+    box_head, reid_head = _Recording(ort["box_head"]), _Recording(ort["reid_head"])
+    stages = {
+        "backbone_rpn": _DropProposals(ort["backbone_rpn"], {0}),
+        "box_head": box_head,
+        "reid_head": reid_head,
+    }
+    empty, same = SplitDetector(manifest=bundle.manifest, stages=stages)(batch)
+    assert empty.boxes.shape == (0, 4) and empty.embeddings.shape == (0, 8)
+    np.testing.assert_allclose(same.boxes, full[1].boxes, atol=1e-5)
+    np.testing.assert_allclose(same.embeddings, full[1].embeddings, atol=1e-6)
+    assert box_head.rois == [4] and reid_head.rois == [3]
+
+    # No frame has proposals: neither head runs, every frame gets zero detections.
+    stages = {
+        "backbone_rpn": _DropProposals(ort["backbone_rpn"], {0, 1}),
+        "box_head": _MustNotRun(),
+        "reid_head": _MustNotRun(),
+    }
+    out = SplitDetector(manifest=bundle.manifest, stages=stages)(batch)
+    assert [d.boxes.shape for d in out] == [(0, 4), (0, 4)]
 
 
 def test_split_clips_to_image_sizes_when_the_graph_takes_them(tiny_bundle: Path) -> None:

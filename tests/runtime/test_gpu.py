@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,163 @@ def test_device_buffer_round_trip() -> None:
     np.testing.assert_array_equal(out, data)
     buf.free()
     stream.close()
+
+
+# ---- the device pipeline's stream, with a stand-in CuPy (no GPU needed) -------------------------
+
+
+def _fake_cupy() -> types.ModuleType:
+    """A stand-in ``cupy``: streams with handles, a current-stream stack, numpy arrays.
+
+    Records every stream created, the devices entered, and the stream current at each upload.
+    """
+    cupy = types.ModuleType("cupy")
+    current: list[Any] = []
+    cupy.created, cupy.devices, cupy.uploads = [], [], []
+
+    class Stream:
+        def __init__(self, non_blocking: bool = False) -> None:
+            self.non_blocking = non_blocking
+            self.ptr = 0x7F00 + 0x10 * len(cupy.created)
+            cupy.created.append(self)
+
+        def __enter__(self) -> Stream:
+            current.append(self)
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            current.pop()
+
+    class Device:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def __enter__(self) -> None:
+            cupy.devices.append(self.index)
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    null_stream = types.SimpleNamespace(ptr=0)
+    cupy.cuda = types.SimpleNamespace(
+        Stream=Stream, Device=Device, get_current_stream=lambda: current[-1] if current else null_stream
+    )
+
+    def asarray(array: Any, dtype: Any = None) -> np.ndarray:
+        cupy.uploads.append(cupy.cuda.get_current_stream().ptr)
+        return np.asarray(array, dtype)
+
+    cupy.asarray, cupy.asnumpy, cupy.float32 = asarray, np.asarray, np.float32
+    return cupy
+
+
+class _DeviceEngine:
+    """Stands in for a TensorRT engine: ``run_device`` runs the tiny ONNX graph, records the stream."""
+
+    def __init__(self, role: str, backend: Any, cupy: Any, log: list[tuple[str, Any, int]]) -> None:
+        self.role, self.backend, self.cupy, self.log = role, backend, cupy, log
+
+    def run_device(self, feed: dict[str, Any], stream: int | None = None) -> dict[str, Any]:
+        self.log.append((self.role, stream, self.cupy.cuda.get_current_stream().ptr))
+        return self.backend.run(feed)
+
+
+def test_the_device_pipeline_runs_engines_and_kernel_on_one_non_blocking_stream(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from personsearch_runtime.backends import create_backend
+    from personsearch_runtime.bundle import Bundle
+    from personsearch_runtime.detection import SplitDetector
+    from personsearch_runtime.gpu.device_pipeline import device_split_detector
+    from personsearch_runtime.preprocess import batch_images, prepare_image
+    from scene_files import scene_layout
+    from tiny_bundle import scene
+
+    cupy = _fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    manifest = Bundle.load(tiny_bundle).manifest
+    ort = {
+        r: create_backend("ort", tiny_bundle / f"{r}.onnx") for r in ("backbone_rpn", "box_head", "reid_head")
+    }
+    log: list[tuple[str, Any, int]] = []
+    engines = {role: _DeviceEngine(role, backend, cupy, log) for role, backend in ort.items()}
+    launches: list[int] = []
+
+    def kernel(features: Any, rois: Any, spec: RoIAlignSpec) -> Any:
+        launches.append(cupy.cuda.get_current_stream().ptr)
+        return roi_align_reference(features, rois, spec)
+
+    detect = device_split_detector(manifest=manifest, stages=engines, device="cuda:1", kernel=kernel)
+    assert len(cupy.created) == 1 and cupy.created[0].non_blocking is True
+    handle = cupy.created[0].ptr
+    assert handle != 0 and detect.stream is cupy.created[0]
+
+    spec = manifest.preprocessing
+    batches = [
+        batch_images([prepare_image(scene(scene_layout(i)), spec) for i in range(j, j + 2)], spec)
+        for j in (0, 2)
+    ]
+    for batch in batches:
+        for got, want in zip(detect(batch), SplitDetector(manifest=manifest, stages=ort)(batch), strict=True):
+            np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-6)
+    # Three engine executions and two kernel launches per batch, every one on the pipeline's
+    # stream (passed explicitly to the engines, and current for them and for the kernel).
+    assert [role for role, _, _ in log] == ["backbone_rpn", "box_head", "reid_head"] * 2
+    assert {(stream, current) for _, stream, current in log} == {(handle, handle)}
+    assert launches == [handle] * 4
+    assert cupy.uploads and set(cupy.uploads) == {handle}  # the batch is uploaded on it too
+    assert set(cupy.devices) == {1} and len(cupy.created) == 1  # one stream for the pipeline's life
+
+
+def test_trt_run_device_queues_on_the_stream_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``execute_async_v3`` and the profile switch get the pipeline's handle, not CuPy's null stream."""
+    import threading
+
+    from personsearch_runtime.backends import TensorInfo
+    from personsearch_runtime.backends.tensorrt_engine import TensorRTBackend
+
+    class Array:
+        def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
+            self.shape, self.dtype = shape, np.dtype(dtype)
+            self.data = types.SimpleNamespace(ptr=0xA000)
+
+    cupy = types.ModuleType("cupy")
+    cupy.ascontiguousarray = lambda a, dtype=None: Array(tuple(a.shape), dtype)
+    cupy.empty = lambda shape, dtype=None: Array(tuple(shape), dtype)
+    cupy.cuda = types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=0))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+
+    calls: list[tuple[str, int]] = []
+
+    class Context:
+        def set_optimization_profile_async(self, profile: int, stream: int) -> bool:
+            calls.append(("set_optimization_profile_async", stream))
+            return True
+
+        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+            return True
+
+        def set_tensor_address(self, name: str, ptr: int) -> None:
+            pass
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return (5,)
+
+        def execute_async_v3(self, stream: int) -> bool:
+            calls.append(("execute_async_v3", stream))
+            return True
+
+    # Only what run_device reads; building a real one needs TensorRT and a GPU.
+    backend = object.__new__(TensorRTBackend)
+    backend.model_path = Path("box_head.plan")
+    backend._inputs = (TensorInfo("roi_features", "float32", (None, 3, 2, 2)),)
+    backend._outputs = (TensorInfo("box_scores", "float32", (None,)),)
+    backend.sidecar = types.SimpleNamespace(profiles=[[]])
+    backend._contexts = [
+        types.SimpleNamespace(context=Context(), profile=-1, lock=threading.Lock(), keep_alive={})
+    ]
+    backend._next, backend._pick_lock = 0, threading.Lock()
+
+    out = backend.run_device({"roi_features": Array((5, 3, 2, 2), "float32")}, stream=0x7F00)
+    assert calls == [("set_optimization_profile_async", 0x7F00), ("execute_async_v3", 0x7F00)]
+    assert out["box_scores"].shape == (5,)

@@ -38,7 +38,10 @@ void check_rois(const at::Tensor& rois, const at::Tensor& features, int64_t batc
   TORCH_CHECK(rois.scalar_type() == at::kFloat, op_name, ": rois must be float32, got ", rois.scalar_type());
   TORCH_CHECK(rois.device() == features.device(), op_name, ": rois are on ", rois.device(),
               " but features are on ", features.device());
-  if (rois.size(0) == 0) return;
+  // Reading the indices of a device tensor would copy them to the host and stall the stream on
+  // every call (forward and backward), so only host tensors are checked here. The CUDA kernels
+  // skip an out-of-range RoI instead (zero output, no gradient): see roi_align_kernels.cuh.
+  if (rois.size(0) == 0 || !rois.device().is_cpu()) return;
   // Truncation toward zero, as the kernels read the index.
   const at::Tensor index = rois.select(1, 0).to(at::kLong);
   const at::Tensor bad = (index < 0).logical_or(index >= batch);

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from personsearch_export.exporter import export_bundle, format_parity
+from personsearch_export.trt_support import TRT_TOPK_K_MAX, TRT_TOPK_MAX
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +27,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", metavar="H,W|h,w/h,w/h,w", help="fed image size or min/opt/max")
     parser.add_argument("--max-batch", type=int, default=4, help="largest detector batch")
     parser.add_argument(
+        "--rpn-pre-nms-top-n",
+        type=int,
+        metavar="N",
+        help=f"anchors the RPN keeps before NMS (the graphs' TopK K); default the model's "
+        f"test-time value capped at {TRT_TOPK_K_MAX}, since TensorRT's TopK takes K < {TRT_TOPK_MAX}. "
+        "The parity check runs the PyTorch model with the same N",
+    )
+    parser.add_argument(
         "--scenes", metavar="DIR", help="images for the parity check (default: tiny synthetic set)"
     )
     parser.add_argument("--parity-cases", type=int, default=3, help="random-size parity cases")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+
+
+def rpn_note(report: dict[str, Any]) -> str | None:
+    """A note for a parity report whose graphs keep another pre-NMS top-N than the model, or None."""
+    pre_nms = report.get("rpn_pre_nms_top_n") or {}
+    graphs, model = pre_nms.get("graphs"), pre_nms.get("model")
+    if graphs is None or graphs == model:
+        return None
+    if graphs >= TRT_TOPK_MAX:
+        return (
+            f"warning: the RPN keeps its {graphs} best anchors before NMS (model: {model}); TensorRT's "
+            f"TopK takes K < {TRT_TOPK_MAX}, so these graphs run in ONNX Runtime but cannot become "
+            "TensorRT engines (lint-trt reports topk-k)"
+        )
+    why = f": TensorRT's TopK takes K < {TRT_TOPK_MAX}" if graphs == TRT_TOPK_K_MAX < model else ""
+    return (
+        f"note: the graphs' RPN keeps its {graphs} best anchors before NMS where the model keeps "
+        f"{model}{why}; parity compared them with the PyTorch model run at {pre_nms.get('reference')} "
+        "(--rpn-pre-nms-top-n sets it)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
         scenes_dir=args.scenes,
         parity_cases=args.parity_cases,
         overwrite=args.overwrite,
+        rpn_pre_nms_top_n=args.rpn_pre_nms_top_n,
     )
     print(f"wrote {args.out}")
+    note = rpn_note(report)
+    if note is not None:
+        print(note)
     print(format_parity(report))
     return 0 if report["passed"] else 1

@@ -1,11 +1,17 @@
 """TensorRT backend (TensorRT 10.x / 11.x Python API), kept thin.
 
-Load order: read the sidecar, compare it with this machine (TensorRT version, compute
-capability, ONNX hash), and only then deserialise - a mismatched plan is refused with a
-message instead of failing inside TensorRT. Running uses the named-tensor API: one
-execution context per CUDA stream, ``set_optimization_profile_async`` with the profile
-chosen by batch size, ``set_input_shape``, ``set_tensor_address`` on owned device
-buffers (cuda-python), ``execute_async_v3``, then the output copies and one stream sync.
+Load order: read the sidecar and the plan, check the plan's SHA-256 against the sidecar,
+compare the sidecar with this machine (ONNX hash and TensorRT version first, which need
+no GPU, then the compute capability), initialise TensorRT's plugin library, and only
+then deserialise - a mismatched plan is refused with a message instead of failing
+inside TensorRT. The plugin library (``libnvinfer_plugin``) holds ``ROIAlign_TRT``, which
+the ONNX parser maps every ``RoiAlign`` node of ``detector.onnx`` and ``query_encoder.onnx``
+to; a plan using it cannot be deserialised before the registry knows it.
+
+Running uses the named-tensor API: one execution context per CUDA stream,
+``set_optimization_profile_async`` with the profile chosen by batch size,
+``set_input_shape``, ``set_tensor_address`` on owned device buffers (cuda-python),
+``execute_async_v3``, then the output copies and one stream sync.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import importlib.util
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -21,13 +28,66 @@ import numpy as np
 from personsearch_runtime.backends import TensorInfo
 from personsearch_runtime.backends.engine_sidecar import (
     EngineSidecar,
-    check_sidecar,
+    build_engine_command,
+    check_plan_bytes,
+    check_sidecar_device,
+    check_sidecar_software,
     choose_profile,
     sidecar_path,
 )
 from personsearch_runtime.errors import EngineError, PersonSearchError
 
-__all__ = ["TensorRTBackend"]
+__all__ = ["TensorRTBackend", "init_trt_plugins", "trt_logger"]
+
+_PLUGIN_LOCK = threading.Lock()
+# (tensorrt module, logger) pairs. TensorRT keeps a raw pointer to the logger handed to
+# the plugin library, so the logger must live as long as the process: these references
+# are what keeps it alive.
+_LOGGERS: list[tuple[ModuleType, Any]] = []
+_PLUGINS_READY: list[tuple[ModuleType, Any]] = []
+
+
+def trt_logger(trt: ModuleType) -> Any:
+    """Return this process's TensorRT logger (one per ``tensorrt`` module, at WARNING).
+
+    Builders, parsers and runtimes share it, so the plugin library is initialised once.
+
+    Args:
+        trt: The imported ``tensorrt`` module.
+    """
+    with _PLUGIN_LOCK:
+        for module, logger in _LOGGERS:
+            if module is trt:
+                return logger
+        logger = trt.Logger(trt.Logger.WARNING)
+        _LOGGERS.append((trt, logger))
+        return logger
+
+
+def init_trt_plugins(trt: ModuleType, logger: Any) -> None:
+    """Register TensorRT's standard plugins (``ROIAlign_TRT`` among them), once per logger.
+
+    Must run before ``OnnxParser.parse*`` (the parser resolves ``RoiAlign`` to the
+    plugin's creator) and before ``Runtime.deserialize_cuda_engine`` (the plan names the
+    plugin). Calling it again with the same logger does nothing.
+
+    Args:
+        trt: The imported ``tensorrt`` module.
+        logger: The ``trt.ILogger`` the plugin library reports through; kept alive here.
+
+    Raises:
+        EngineError: ``init_libnvinfer_plugins`` reported failure.
+    """
+    with _PLUGIN_LOCK:
+        if any(module is trt and known is logger for module, known in _PLUGINS_READY):
+            return
+        if not trt.init_libnvinfer_plugins(logger, ""):
+            raise EngineError(
+                "TensorRT's plugin library (libnvinfer_plugin) could not be initialised, so engines using "
+                "ROIAlign_TRT (the detector and the query encoder) can be neither built nor loaded; "
+                'check that the TensorRT libraries are complete (pip install "personsearch[tensorrt]")'
+            )
+        _PLUGINS_READY.append((trt, logger))
 
 
 class _Context:
@@ -76,23 +136,24 @@ class TensorRTBackend:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise EngineError(
-                f"engine file {self.model_path} is missing; build it with 'personsearch build-engine'"
+                f"the TensorRT engine for '{self.model_path.stem}' is missing ({self.model_path}); "
+                f"build it with '{build_engine_command(self.model_path)}'"
             )
+        # Everything that can be refused without a GPU is, before any CUDA call.
+        self.sidecar = EngineSidecar.load(sidecar_path(self.model_path))
+        plan = self.model_path.read_bytes()
+        check_plan_bytes(self.sidecar, plan, self.model_path)
+        check_sidecar_software(self.sidecar, tensorrt_version=trt.__version__, onnx_sha256=onnx_sha256)
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         check(cudart().cudaSetDevice(index), "cudaSetDevice")
-        self.sidecar = EngineSidecar.load(sidecar_path(self.model_path))
-        check_sidecar(
-            self.sidecar,
-            tensorrt_version=trt.__version__,
-            compute_capability=compute_capability(index),
-            onnx_sha256=onnx_sha256,
-        )
+        check_sidecar_device(self.sidecar, compute_capability=compute_capability(index))
         self._trt = trt
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger = trt_logger(trt)
+        init_trt_plugins(trt, self._logger)
         self._runtime = trt.Runtime(self._logger)
         if self.sidecar.version_compatible:
             self._runtime.engine_host_code_allowed = True
-        self.engine = self._runtime.deserialize_cuda_engine(self.model_path.read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
             raise EngineError(
                 f"TensorRT could not deserialise {self.model_path} (see the log above); rebuild it"
@@ -185,13 +246,15 @@ class TensorRTBackend:
             ctx.stream.synchronize()
         return results
 
-    def run_device(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+    def run_device(self, feed: Mapping[str, Any], stream: int | None = None) -> dict[str, Any]:
         """Run the engine on CuPy arrays, returning CuPy arrays (no host copies).
 
-        Work is queued on CuPy's current stream, so it orders with the kernels around it.
+        Work is queued on ``stream`` (CuPy's current stream when None), so it orders with
+        the kernels around it.
 
         Args:
             feed: Input name -> C-contiguous CuPy array of the input's dtype.
+            stream: CUDA stream handle to queue on (e.g. ``cupy.cuda.Stream.ptr``).
 
         Returns:
             Output name -> CuPy array.
@@ -204,7 +267,7 @@ class TensorRTBackend:
                 raise PersonSearchError(f"{self.model_path.name}: missing input {info.name}")
             arrays[info.name] = cupy.ascontiguousarray(feed[info.name], dtype=info.dtype)
         profile = choose_profile(self.sidecar.profiles, {k: tuple(v.shape) for k, v in arrays.items()})
-        stream = cupy.cuda.get_current_stream().ptr
+        stream = cupy.cuda.get_current_stream().ptr if stream is None else int(stream)
         ctx = self._acquire()
         with ctx.lock:
             context = ctx.context

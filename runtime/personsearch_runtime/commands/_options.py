@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Add --bundle, --backend, --device and --pipeline."""
-    parser.add_argument("--bundle", required=True, help="bundle directory written by 'personsearch export'")
+def add_model_options(parser: argparse.ArgumentParser, *, bundle_required: bool = True) -> None:
+    """Add --bundle, --backend, --device and --pipeline.
+
+    Args:
+        parser: The subcommand's parser.
+        bundle_required: Whether ``--bundle`` must be given (``info`` takes it optionally).
+    """
+    parser.add_argument(
+        "--bundle", required=bundle_required, help="bundle directory written by 'personsearch export'"
+    )
     parser.add_argument(
         "--backend",
         choices=("ort", "trt"),
@@ -19,5 +26,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--pipeline",
         choices=("auto", "detector", "split"),
         default="auto",
-        help="one-graph detector, split graphs with our RoIAlign, or auto (split on GPU)",
+        help="one-graph detector, split graphs with our RoIAlign, or auto (default): split only with "
+        "TensorRT engines on the GPU, where every stage stays on the device; the one graph otherwise "
+        "(with IOBinding for ONNX Runtime on the GPU). bench and info print the choice and why",
     )

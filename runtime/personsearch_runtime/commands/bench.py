@@ -3,7 +3,8 @@
 Frames are decoded into memory first (from ``--source``, or synthetic noise frames of
 ``--size``), so the table measures preprocessing and inference, not the disk. Each
 batch size is warmed up, then timed over the same frames; frames/s is reported with
-the split between preprocessing and the model.
+the split between preprocessing and the model. The first lines say which detection path
+runs and why (``PipelineChoice.describe``).
 """
 
 from __future__ import annotations
@@ -64,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(images)} frames of {images[0].shape[0]}x{images[0].shape[1]}; backend {args.backend}, "
         f"device {args.device}"
     )
-    print("| batch | pipeline | preprocess ms/frame | model ms/frame | frames/s |")
-    print("|---:|---|---:|---:|---:|")
-    for batch in args.batch:
+    for i, batch in enumerate(args.batch):
         searcher = PersonSearcher(
             bundle=args.bundle,
             backend=args.backend,
@@ -74,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
             batch_size=batch,
             pipeline=args.pipeline,
         )
+        if i == 0:
+            # The choice does not depend on the batch size: say it once, above the table.
+            for line in searcher.pipeline_choice.describe():
+                print(line)
+            print("| batch | pipeline | preprocess ms/frame | model ms/frame | frames/s |")
+            print("|---:|---|---:|---:|---:|")
         spec = searcher.manifest.preprocessing
         chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
         for chunk in chunks[: args.warmup]:

@@ -1,27 +1,58 @@
-"""``personsearch info``: what a gallery was built with, and how much it holds."""
+"""``personsearch info``: what a gallery was built with and holds, and which detection path a bundle takes.
+
+``--gallery`` describes the gallery. ``--bundle`` (with ``--backend``, ``--device`` and
+``--pipeline`` as for ``index``, ``query`` and ``bench``) prints the path those commands
+would take on this machine and why, without loading any model.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
+
+from personsearch_runtime.commands._options import add_model_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``personsearch info``."""
-    parser.add_argument("--gallery", required=True, help="gallery directory")
+    parser.add_argument("--gallery", help="gallery directory to describe")
+    add_model_options(parser, bundle_required=False)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the gallery description."""
-    from personsearch_runtime.gallery import GalleryIndex
+    """Print the gallery description and/or the bundle's detection path."""
+    from personsearch_runtime.bundle import Bundle
+    from personsearch_runtime.searcher import pipeline_for_bundle
 
-    with GalleryIndex.open(args.gallery, readonly=True) as gallery:
-        info = gallery.info()
+    if args.gallery is None and args.bundle is None:
+        raise SystemExit("personsearch info: give --gallery DIR, --bundle DIR, or both")
+    payload: dict[str, Any] = {}
+    lines: list[str] = []
+    if args.gallery is not None:
+        from personsearch_runtime.gallery import GalleryIndex
+
+        with GalleryIndex.open(args.gallery, readonly=True) as gallery:
+            payload = gallery.info().to_json()
+        width = max(len(k) for k in payload)
+        lines += [f"{key:<{width}}  {value}" for key, value in payload.items()]
+    if args.bundle is not None:
+        choice = pipeline_for_bundle(
+            Bundle.load(args.bundle), backend=args.backend, device=args.device, requested=args.pipeline
+        )
+        payload["pipeline"] = {
+            "path": choice.path,
+            "reason": choice.reason,
+            "backend": choice.backend,
+            "device": choice.device,
+            "io_binding": choice.io_binding,
+            "warning": choice.warning,
+            "line": choice.line(),
+        }
+        lines += choice.describe()
     if args.json:
-        print(json.dumps(info.to_json(), indent=2))
-        return 0
-    width = max(len(k) for k in info.to_json())
-    for key, value in info.to_json().items():
-        print(f"{key:<{width}}  {value}")
+        print(json.dumps(payload, indent=2))
+    else:
+        print("\n".join(lines))
     return 0

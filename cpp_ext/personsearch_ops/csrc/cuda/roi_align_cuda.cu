@@ -2,7 +2,14 @@
 //
 // The kernels themselves are the extern "C" entry points of roi_align_kernels.cuh, the same
 // torch-free source the runtime compiles with NVRTC; this file only checks arguments, picks
-// the layout (channels-last features -> the coalesced "nhwc" kernels) and launches.
+// the layout (channels-last features -> the coalesced "nhwc" kernels) and launches. The
+// multi-level op launches its own instantiations of the same device code that take the level
+// table by value (see MultiLevelKernels below).
+//
+// Nothing here reads device memory back to the host or waits for the device: the batch-index
+// check runs on the host for CPU rois only (check_rois), out-of-range RoIs are skipped by the
+// kernels, and the level table travels as a kernel argument, so every call only enqueues work
+// on the current stream.
 // Only c10/cuda headers: ATen/cuda/CUDAContext.h would pull in cuBLAS/cuSPARSE headers that
 // a bare CUDA toolkit (runtime + nvcc) does not ship.
 #include <ATen/Dispatch.h>
@@ -14,7 +21,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "../roi_align.h"
@@ -34,13 +40,7 @@ struct Entries;
     using cuda_t = CUDA_T;                                                                              \
     using acc_t = ps_roi_align::AccType<CUDA_T>::type;                                                  \
     static constexpr auto fwd(bool nhwc) { return nhwc ? ps_roi_align_fwd_nhwc_##SFX : ps_roi_align_fwd_nchw_##SFX; } \
-    static constexpr auto fwd_multi(bool nhwc) {                                                        \
-      return nhwc ? ps_multi_level_roi_align_fwd_nhwc_##SFX : ps_multi_level_roi_align_fwd_nchw_##SFX;  \
-    }                                                                                                   \
     static constexpr auto bwd(bool nhwc) { return nhwc ? ps_roi_align_bwd_nhwc_##SFX : ps_roi_align_bwd_nchw_##SFX; } \
-    static constexpr auto bwd_multi(bool nhwc) {                                                        \
-      return nhwc ? ps_multi_level_roi_align_bwd_nhwc_##SFX : ps_multi_level_roi_align_bwd_nchw_##SFX;  \
-    }                                                                                                   \
   };
 
 PS_DEFINE_ENTRIES(float, float, f32)
@@ -48,6 +48,40 @@ PS_DEFINE_ENTRIES(double, double, f64)
 PS_DEFINE_ENTRIES(at::Half, __half, f16)
 PS_DEFINE_ENTRIES(at::BFloat16, __nv_bfloat16, bf16)
 #undef PS_DEFINE_ENTRIES
+
+// Multi-level kernels with the level table in the kernel's parameter space. The table holds
+// this call's data pointers, so a table in device memory would need an upload before every
+// launch, and a copy from pageable host memory blocks the host until the device has drained
+// the stream.
+template <typename T, bool NHWC>
+__global__ void multi_level_fwd_by_value(const ps_roi_align::LevelArgs levels, int num_levels, int k_min,
+                                         float canonical_scale, float canonical_level,
+                                         const float* __restrict__ rois, T* __restrict__ output, int num_rois,
+                                         int batch, int channels, int pooled_h, int pooled_w, int sampling_ratio,
+                                         int aligned) {
+  ps_roi_align::forward_multi<T, NHWC>(levels, num_levels, k_min, canonical_scale, canonical_level, rois, output,
+                                       num_rois, batch, channels, pooled_h, pooled_w, sampling_ratio, aligned);
+}
+
+template <typename T, bool NHWC>
+__global__ void multi_level_bwd_by_value(const T* __restrict__ grad_output, const ps_roi_align::LevelArgs levels,
+                                         int num_levels, int k_min, float canonical_scale, float canonical_level,
+                                         const float* __restrict__ rois, int num_rois, int batch, int channels,
+                                         int pooled_h, int pooled_w, int sampling_ratio, int aligned) {
+  ps_roi_align::backward_multi<T, NHWC>(grad_output, levels, num_levels, k_min, canonical_scale, canonical_level,
+                                        rois, num_rois, batch, channels, pooled_h, pooled_w, sampling_ratio,
+                                        aligned);
+}
+
+template <typename T>
+struct MultiLevelKernels {
+  static constexpr auto fwd(bool nhwc) {
+    return nhwc ? multi_level_fwd_by_value<T, true> : multi_level_fwd_by_value<T, false>;
+  }
+  static constexpr auto bwd(bool nhwc) {
+    return nhwc ? multi_level_bwd_by_value<T, true> : multi_level_bwd_by_value<T, false>;
+  }
+};
 
 constexpr int kThreads = 256;
 
@@ -66,26 +100,23 @@ at::MemoryFormat format_of(bool nhwc) {
   return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-int32_t float_bits(double value) {
-  const float f = static_cast<float>(value);
-  int32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  return bits;
+void check_level_count(size_t levels, const char* op_name) {
+  TORCH_CHECK(levels <= PS_ROI_ALIGN_MAX_LEVELS, op_name, ": the CUDA kernels take at most ",
+              PS_ROI_ALIGN_MAX_LEVELS, " pyramid levels, got ", levels);
 }
 
-// Device copy of the level table documented in roi_align_kernels.cuh.
-at::Tensor level_table(const std::vector<void*>& pointers, at::IntArrayRef heights, at::IntArrayRef widths,
-                       at::ArrayRef<double> scales, const at::Device& device) {
-  const int64_t levels = static_cast<int64_t>(pointers.size());
-  at::Tensor table = at::empty({levels, 4}, at::TensorOptions().dtype(at::kLong));
-  int64_t* row = table.data_ptr<int64_t>();
-  for (int64_t l = 0; l < levels; ++l) {
-    row[4 * l + 0] = reinterpret_cast<int64_t>(pointers[l]);
-    row[4 * l + 1] = heights[l];
-    row[4 * l + 2] = widths[l];
-    row[4 * l + 3] = static_cast<int64_t>(static_cast<uint32_t>(float_bits(scales[l])));
+// The level table (rows as documented in roi_align_kernels.cuh) as a by-value kernel argument.
+ps_roi_align::LevelArgs level_args(const std::vector<void*>& pointers, at::IntArrayRef heights,
+                                   at::IntArrayRef widths, at::ArrayRef<double> scales) {
+  TORCH_INTERNAL_ASSERT(pointers.size() <= PS_ROI_ALIGN_MAX_LEVELS);
+  ps_roi_align::LevelArgs args{};
+  for (size_t l = 0; l < pointers.size(); ++l) {
+    args.level[l].data = pointers[l];
+    args.level[l].height = static_cast<int>(heights[l]);
+    args.level[l].width = static_cast<int>(widths[l]);
+    args.level[l].scale = static_cast<float>(scales[l]);
   }
-  return table.to(device);
+  return args;
 }
 
 void check_int_range(int64_t value, const char* what, const char* op_name) {
@@ -98,6 +129,7 @@ at::Tensor forward_cuda(const std::vector<at::Tensor>& features, const at::Tenso
   TORCH_CHECK(!features.empty(), op_name, ": needs at least one feature level");
   TORCH_CHECK(features.size() == scales.size(), op_name, ": got ", features.size(), " feature levels but ",
               scales.size(), " spatial scales");
+  if (mapping != nullptr) check_level_count(features.size(), op_name);
   const at::Tensor& first = features[0];
   for (const auto& f : features) check_features(f, first, op_name);
   check_pooling_args(pooled_h, pooled_w, op_name);
@@ -136,9 +168,8 @@ at::Tensor forward_cuda(const std::vector<at::Tensor>& features, const at::Tenso
           static_cast<int>(widths[0]), static_cast<int>(pooled_h), static_cast<int>(pooled_w),
           static_cast<float>(scales[0]), static_cast<int>(sampling_ratio), aligned ? 1 : 0);
     } else {
-      const at::Tensor table = level_table(pointers, heights, widths, scales, first.device());
-      E::fwd_multi(nhwc)<<<blocks, kThreads, 0, stream>>>(
-          reinterpret_cast<const long long*>(table.data_ptr<int64_t>()), static_cast<int>(features.size()),
+      MultiLevelKernels<T>::fwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
+          level_args(pointers, heights, widths, scales), static_cast<int>(features.size()),
           static_cast<int>(mapping->k_min), static_cast<float>(mapping->canonical_scale),
           static_cast<float>(mapping->canonical_level), rois.data_ptr<float>(), o, static_cast<int>(num_rois),
           static_cast<int>(batch), static_cast<int>(channels), static_cast<int>(pooled_h),
@@ -159,6 +190,7 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_in, const at::Tenso
               op_name, ": grad must be [K, ", channels, ", ", pooled_h, ", ", pooled_w, "], got ", grad_in.sizes());
   TORCH_CHECK(heights.size() == scales.size() && widths.size() == scales.size(), op_name,
               ": one height, width and scale per level");
+  if (mapping != nullptr) check_level_count(scales.size(), op_name);
   check_rois(rois_in, grad_in, batch, op_name);
   c10::cuda::CUDAGuard guard(grad_in.device());
   const at::Tensor rois = rois_in.contiguous();
@@ -190,9 +222,8 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_in, const at::Tenso
             static_cast<int>(pooled_h), static_cast<int>(pooled_w), static_cast<float>(scales[0]),
             static_cast<int>(sampling_ratio), aligned ? 1 : 0);
       } else {
-        const at::Tensor table = level_table(pointers, heights, widths, scales, grad.device());
-        E::bwd_multi(nhwc)<<<blocks, kThreads, 0, stream>>>(
-            g, reinterpret_cast<const long long*>(table.data_ptr<int64_t>()), static_cast<int>(heights.size()),
+        MultiLevelKernels<T>::bwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
+            g, level_args(pointers, heights, widths, scales), static_cast<int>(heights.size()),
             static_cast<int>(mapping->k_min), static_cast<float>(mapping->canonical_scale),
             static_cast<float>(mapping->canonical_level), rois.data_ptr<float>(), num_rois,
             static_cast<int>(batch), static_cast<int>(channels), static_cast<int>(pooled_h),

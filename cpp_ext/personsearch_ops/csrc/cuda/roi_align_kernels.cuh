@@ -18,8 +18,10 @@
 //     ceil(roi_size / pooled_size) (adaptive, per RoI);
 //   * a sample outside [-1, H] x [-1, W] contributes 0; otherwise it is clamped to the map;
 //   * a bin's value is the mean over its samples (count = max(grid_h * grid_w, 1)).
-// A RoI whose batch index is outside [0, batch) yields zeros here; the torch op rejects such
-// RoIs with an error before launching.
+// A RoI whose batch index b does not truncate into [0, batch), that is unless -1 < b < batch
+// (a NaN index included), yields zeros in the forward kernels and adds nothing in the backward
+// kernels. The torch op relies on this for CUDA tensors: it rejects such RoIs with an error only
+// when the rois are on the CPU, because checking device rois would read them back to the host.
 //
 // Multi-level entry points map each RoI to a pyramid level in the kernel with torchvision's
 // LevelMapper:  level = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6),
@@ -27,7 +29,10 @@
 // all in float32. The level table is a device array of int64 [num_levels, 4], one row per
 // level, finest first:  { data pointer, height, width, bits }  where `bits` holds the IEEE-754
 // float32 bit pattern of that level's spatial scale in its low 32 bits. Every level has the
-// same batch size and channel count and the same layout (NCHW or NHWC).
+// same batch size and channel count and the same layout (NCHW or NHWC). The torch op itself
+// launches its own (non-extern, C++ template) instantiations that take the same rows by value
+// as a kernel argument, ps_roi_align::LevelArgs, so that no table has to be copied to the device
+// before each launch; those are not part of the stable interface.
 //
 // Layouts. "nchw" kernels read features [N, C, H, W] and write output [K, C, PH, PW], one
 // thread per output element with pw fastest (as torchvision). "nhwc" kernels read
@@ -100,6 +105,14 @@ __device__ __forceinline__ void store_acc(__nv_bfloat16* p, float v) { *p = __fl
 
 __device__ __forceinline__ float ceil_acc(float v) { return ceilf(v); }
 __device__ __forceinline__ double ceil_acc(double v) { return ceil(v); }
+
+// Image of a RoI: its batch index truncated toward zero, or -1 when that is outside [0, batch).
+// Compared as a float first, so NaN and huge indices (whose conversion to int is undefined) are
+// out of range too, rather than whatever the conversion happens to give.
+__device__ __forceinline__ int roi_image(const float* roi, int batch) {
+  const float b = roi[0];
+  return (b > -1.0f && b < (float)batch) ? (int)b : -1;
+}
 
 // Geometry of one RoI on one feature map (the part shared by every output element of it).
 template <typename A>
@@ -291,6 +304,18 @@ __device__ __forceinline__ LevelInfo read_level(const long long* table, int leve
   return info;
 }
 
+// Most pyramid levels a by-value level table holds (FPNs have 4 or 5).
+#define PS_ROI_ALIGN_MAX_LEVELS 8
+
+// The level table passed by value as a kernel argument: rows [0, num_levels) are used.
+struct LevelArgs {
+  LevelInfo level[PS_ROI_ALIGN_MAX_LEVELS];
+};
+
+// Row `level` of a by-value table, read from the kernel's parameter space (indexed constant
+// loads; ptxas reports no local memory for the sm_90 build of these kernels).
+__device__ __forceinline__ LevelInfo read_level(const LevelArgs& table, int level) { return table.level[level]; }
+
 template <typename T, bool NHWC>
 __device__ __forceinline__ void forward_single(const T* __restrict__ input, const float* __restrict__ rois,
                                                T* __restrict__ output, int num_rois, int batch, int channels,
@@ -302,9 +327,9 @@ __device__ __forceinline__ void forward_single(const T* __restrict__ input, cons
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
     const float* roi = rois + 5 * (long long)e.k;
-    const int n = (int)roi[0];
+    const int n = roi_image(roi, batch);
     A value = A(0);
-    if (n >= 0 && n < batch) {
+    if (n >= 0) {
       const RoiGeometry<A> g = roi_geometry<A>(roi, A(spatial_scale), pooled_h, pooled_w, sampling_ratio, aligned);
       const T* plane = plane_of<NHWC>(input, n, e.c, channels, height, width);
       value = pool_bin<T, A>(plane, NHWC ? channels : 1, height, width, g, e.ph, e.pw);
@@ -313,8 +338,9 @@ __device__ __forceinline__ void forward_single(const T* __restrict__ input, cons
   }
 }
 
-template <typename T, bool NHWC>
-__device__ __forceinline__ void forward_multi(const long long* __restrict__ level_table, int num_levels, int k_min,
+// Table is `const long long*` (the device table of the entry points) or LevelArgs (by value).
+template <typename T, bool NHWC, typename Table>
+__device__ __forceinline__ void forward_multi(const Table& level_table, int num_levels, int k_min,
                                               float canonical_scale, float canonical_level,
                                               const float* __restrict__ rois, T* __restrict__ output, int num_rois,
                                               int batch, int channels, int pooled_h, int pooled_w,
@@ -325,9 +351,9 @@ __device__ __forceinline__ void forward_multi(const long long* __restrict__ leve
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
     const float* roi = rois + 5 * (long long)e.k;
-    const int n = (int)roi[0];
+    const int n = roi_image(roi, batch);
     A value = A(0);
-    if (n >= 0 && n < batch) {
+    if (n >= 0) {
       const LevelInfo lv =
           read_level(level_table, map_level(roi, num_levels, k_min, canonical_scale, canonical_level));
       const RoiGeometry<A> g = roi_geometry<A>(roi, A(lv.scale), pooled_h, pooled_w, sampling_ratio, aligned);
@@ -349,16 +375,16 @@ __device__ __forceinline__ void backward_single(const T* __restrict__ grad_outpu
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
     const float* roi = rois + 5 * (long long)e.k;
-    const int n = (int)roi[0];
-    if (n < 0 || n >= batch) continue;
+    const int n = roi_image(roi, batch);
+    if (n < 0) continue;
     const RoiGeometry<A> g = roi_geometry<A>(roi, A(spatial_scale), pooled_h, pooled_w, sampling_ratio, aligned);
     A* plane = plane_of<NHWC>(grad_input, n, e.c, channels, height, width);
     scatter_bin<A>(plane, NHWC ? channels : 1, height, width, g, e.ph, e.pw, load_acc(grad_output + index));
   }
 }
 
-template <typename T, bool NHWC>
-__device__ __forceinline__ void backward_multi(const T* __restrict__ grad_output, const long long* __restrict__ grad_table,
+template <typename T, bool NHWC, typename Table>
+__device__ __forceinline__ void backward_multi(const T* __restrict__ grad_output, const Table& grad_table,
                                                int num_levels, int k_min, float canonical_scale,
                                                float canonical_level, const float* __restrict__ rois, int num_rois,
                                                int batch, int channels, int pooled_h, int pooled_w,
@@ -369,8 +395,8 @@ __device__ __forceinline__ void backward_multi(const T* __restrict__ grad_output
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
     const float* roi = rois + 5 * (long long)e.k;
-    const int n = (int)roi[0];
-    if (n < 0 || n >= batch) continue;
+    const int n = roi_image(roi, batch);
+    if (n < 0) continue;
     const LevelInfo lv =
         read_level(grad_table, map_level(roi, num_levels, k_min, canonical_scale, canonical_level));
     const RoiGeometry<A> g = roi_geometry<A>(roi, A(lv.scale), pooled_h, pooled_w, sampling_ratio, aligned);
