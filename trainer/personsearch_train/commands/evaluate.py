@@ -233,17 +233,9 @@ def report_predictions(
     Returns:
         Exit status 0.
     """
-    from personsearch_train.evaluation.scoring import evaluate_predictions
+    from personsearch_train.evaluation.scoring import evaluate_with_options
 
-    report = evaluate_predictions(
-        split,
-        predictions,
-        gallery_size=options.gallery_size,
-        multi_view=options.multi_view,
-        cbgm=options.cbgm,
-        cws=options.cws,
-        empty_queries=options.empty_queries,
-    )
+    report = evaluate_with_options(split, predictions, options)
     summary = report.summary()
     search = report.search
     rows = [

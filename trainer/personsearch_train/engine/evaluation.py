@@ -64,20 +64,11 @@ class SearchSplitEvaluator:
 
     def evaluate(self) -> dict[str, float]:
         """``mAP, top1, top5, top10, det_ap, det_recall`` (fractions) of the processed predictions."""
-        from personsearch_train.evaluation.scoring import evaluate_predictions
+        from personsearch_train.evaluation.scoring import evaluate_with_options
 
         if self.predictions is None:
             raise TrainerError(f"{type(self).__name__}.evaluate() before any process()")
-        options = self.options
-        return evaluate_predictions(
-            self.split,
-            self.predictions,
-            gallery_size=options.gallery_size,
-            multi_view=options.multi_view,
-            cbgm=options.cbgm,
-            cws=options.cws,
-            empty_queries=options.empty_queries,
-        ).summary()
+        return evaluate_with_options(self.split, self.predictions, self.options).summary()
 
     def save(self, path: Path) -> Path:
         """Write the processed predictions as a predictions file (``.npz``) at ``path``."""

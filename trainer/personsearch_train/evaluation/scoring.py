@@ -30,6 +30,7 @@ __all__ = [
     "PersonSearchReport",
     "evaluate_detection_on_split",
     "evaluate_predictions",
+    "evaluate_with_options",
     "score_predictions",
 ]
 
@@ -166,6 +167,30 @@ def evaluate_predictions(
         max_rank=max_rank,
     )
     return PersonSearchReport(search=search, detection=evaluate_detection_on_split(split, aligned))
+
+
+def evaluate_with_options(
+    split: PersonSearchSplit, predictions: SearchPredictions, options: EvalOptions
+) -> PersonSearchReport:
+    """:func:`evaluate_predictions` with the protocol choices of one :class:`EvalOptions`.
+
+    Args:
+        split: The test split of ``options.dataset``.
+        predictions: Predictions for it.
+        options: Gallery size, multi-view, CBGM, CWS and the empty-query policy.
+
+    Returns:
+        The :class:`PersonSearchReport`.
+    """
+    return evaluate_predictions(
+        split,
+        predictions,
+        gallery_size=options.gallery_size,
+        multi_view=options.multi_view,
+        cbgm=options.cbgm,
+        cws=options.cws,
+        empty_queries=options.empty_queries,
+    )
 
 
 def score_predictions(
