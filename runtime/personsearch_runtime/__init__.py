@@ -12,7 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from personsearch_runtime.errors import BundleError, EngineError, GalleryError, PersonSearchError, SourceError
+from personsearch_runtime.errors import (
+    BundleError,
+    EngineError,
+    GalleryError,
+    InputError,
+    PersonSearchError,
+    SourceError,
+)
 
 __version__ = "0.1.0"
 
@@ -34,6 +41,7 @@ __all__ = [
     "BundleError",
     "EngineError",
     "GalleryError",
+    "InputError",
     "PersonSearchError",
     "SourceError",
     "__version__",

@@ -5,17 +5,25 @@ functions, ``add_arguments(parser)`` and ``run(args) -> int``. This front door o
 knows the module *names*; it imports a module when its subcommand runs, so
 ``personsearch --help``, ``index``, ``query`` and ``info`` never load torch, and a
 missing optional dependency is reported as the pip extra to install.
+
+What goes wrong is reported as one line and an exit code, never a traceback, when the
+user can fix it: a user error (an exception class with ``is_user_error = True``) and an
+operating-system error from the user's environment (permission denied, read-only or full
+disk, a file where a folder belongs, a path that vanished) exit with 2, Ctrl-C with 130.
+Anything else is a bug and raises.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["COMMANDS", "Command", "main"]
+__all__ = ["COMMANDS", "Command", "environment_error_message", "main"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("demo", "personsearch_runtime.demo", "run the end-to-end demo on synthetic data", "dev"),
+    Command("demo", "personsearch_export.demo", "run the end-to-end demo on synthetic data", "dev"),
     Command(
         "synth", "personsearch_train.commands.synth", "generate a synthetic person-search dataset", "train"
     ),
@@ -86,6 +94,93 @@ COMMANDS: tuple[Command, ...] = (
 _BY_NAME = {command.name: command for command in COMMANDS}
 if len(_BY_NAME) != len(COMMANDS):
     raise RuntimeError("duplicate subcommand names in personsearch_runtime.cli.COMMANDS")
+
+#: OS errors caused by the user's environment: errno -> (what happened, what to do).
+#: Atomic writers leave no half-written file, and resumable work commits as it goes.
+_ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: ("no space left on device", "free some space and rerun; work saved so far is kept"),
+    errno.EDQUOT: (
+        "disk quota exceeded",
+        "free some space or raise the quota and rerun; work saved so far is kept",
+    ),
+    errno.EFBIG: ("file too large for this file system", "write to another file system and rerun"),
+    errno.EROFS: ("read-only file system", "write somewhere writable (another output folder) and rerun"),
+    errno.EACCES: (
+        "permission denied",
+        "check the permissions of the file and its folder, or use another path",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "check the permissions of the file and its folder, or use another path",
+    ),
+    errno.EISDIR: ("it is a folder where a file is expected", "give a file path, or move the folder away"),
+    errno.ENOTDIR: ("a part of the path is a file where a folder is expected", "check the path"),
+    errno.ENOENT: ("no such file or folder", "check the path (was something moved or deleted while it ran?)"),
+    errno.EEXIST: ("it already exists", "remove it or give another path"),
+    errno.ENAMETOOLONG: ("the file name is too long", "use a shorter path"),
+    errno.ELOOP: ("too many levels of symbolic links", "check the symbolic links in the path"),
+    errno.EMFILE: ("too many open files", "raise the open-file limit (ulimit -n) and rerun"),
+    errno.EIO: ("input/output error", "check the disk or network share and rerun; work saved so far is kept"),
+}
+#: The errno an OSError subclass stands for, for those raised with a message and no errno.
+_ERRNO_OF_KIND = {
+    PermissionError: errno.EACCES,
+    IsADirectoryError: errno.EISDIR,
+    NotADirectoryError: errno.ENOTDIR,
+    FileNotFoundError: errno.ENOENT,
+    FileExistsError: errno.EEXIST,
+}
+#: SQLite primary result codes (``sqlite3.Error.sqlite_errorname``) of the same kind.
+_SQLITE_ENVIRONMENT_ERRORS = {
+    "SQLITE_FULL": ("the disk is full", "free some space and rerun; work saved so far is kept"),
+    "SQLITE_READONLY": (
+        "it is read-only (file permissions or a read-only disk)",
+        "make the folder writable or use another one",
+    ),
+    "SQLITE_CANTOPEN": ("it cannot be opened", "check that its folder exists and is readable and writable"),
+    "SQLITE_PERM": ("permission denied", "check the permissions of the database file and its folder"),
+    "SQLITE_IOERR": (
+        "input/output error",
+        "check the disk or network share and rerun; work saved so far is kept",
+    ),
+}
+#: What argparse should read as a value, not an option: "-5", "-.5", "-5,10,50,100", "-1e-3".
+#: This is Python 3.13's rule; 3.10 to 3.12 took only plain numbers, so
+#: ``--box -5,10,50,100`` failed with "expected one argument".
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def environment_error_message(exc: BaseException) -> str | None:
+    """One line for an OS (or SQLite) error the user's environment caused; None for anything else.
+
+    Args:
+        exc: The exception a command raised.
+
+    Returns:
+        ``cannot write PATH: WHAT; WHAT TO DO`` (or ``cannot use ...``), or None when
+        ``exc`` is not such an error.
+    """
+    if isinstance(exc, OSError):
+        code = exc.errno
+        if code is None:
+            # Raised by our own code with a message only, e.g. IsADirectoryError("cannot
+            # replace X with a file: it is a folder"): the message says what, add what to do.
+            code = next((c for kind, c in _ERRNO_OF_KIND.items() if isinstance(exc, kind)), None)
+            return f"{exc}; {_ENVIRONMENT_ERRORS[code][1]}" if code is not None and str(exc) else None
+        if code not in _ENVIRONMENT_ERRORS:
+            return None
+        what, todo = _ENVIRONMENT_ERRORS[code]
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+        verb = (
+            "cannot write" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) else "cannot use"
+        )
+        return f"{verb} {' -> '.join(paths)}: {what}; {todo}" if paths else f"{verb}: {what}; {todo}"
+    name = getattr(exc, "sqlite_errorname", None)  # e.g. SQLITE_IOERR_WRITE: its primary is SQLITE_IOERR
+    entry = _SQLITE_ENVIRONMENT_ERRORS.get("_".join(name.split("_")[:2])) if isinstance(name, str) else None
+    if entry is None:
+        return None
+    what, todo = entry
+    return f"cannot use a database file ({exc}): {what}; {todo}"
 
 
 def _top_level_parser() -> argparse.ArgumentParser:
@@ -145,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = _import_command(command)
     parser = argparse.ArgumentParser(prog=f"personsearch {command.name}", description=command.summary)
     module.add_arguments(parser)
+    # Set on the parser argparse reads it from (a private attribute since Python 2.7; on
+    # versions without it the assignment is harmless).
+    parser._negative_number_matcher = _NEGATIVE_VALUE
     args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
@@ -154,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - only user errors are turned into messages
         if getattr(type(exc), "is_user_error", False):
             print(f"personsearch {command.name}: error: {exc}", file=sys.stderr)
+            return 2
+        message = environment_error_message(exc)
+        if message is not None:
+            print(f"personsearch {command.name}: error: {message}", file=sys.stderr)
             return 2
         raise
 

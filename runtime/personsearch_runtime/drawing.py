@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from personsearch_runtime.atomic_files import atomic_write_bytes
+from personsearch_runtime.preprocess import InputError, as_bgr_image
 from personsearch_runtime.results import SearchHit
 from personsearch_runtime.sources import is_video
 
@@ -16,6 +17,9 @@ __all__ = ["draw_hits", "load_frame"]
 
 _GREEN = (40, 200, 40)
 _WHITE = (255, 255, 255)
+#: A tile is at most this many times as wide as it is tall (panoramas are letterboxed),
+#: which keeps the picture inside JPEG's 65535-pixel width for any number of hits.
+_MAX_TILE_ASPECT = 4
 
 
 def load_frame(source: str, frame_index: int) -> np.ndarray | None:
@@ -39,14 +43,17 @@ def _tile(image: np.ndarray, height: int, label: str, box: Sequence[float] | Non
     import cv2
 
     image = image.copy()
-    if box is not None:
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        thickness = max(2, image.shape[0] // 150)
+    h, w = image.shape[:2]
+    if box is not None and all(np.isfinite(v) for v in box):
+        # Clipped first: a box far outside the frame would overflow OpenCV's int coordinates.
+        x1, x2 = (int(round(min(max(float(v), -1.0), w + 1.0))) for v in box[0::2])
+        y1, y2 = (int(round(min(max(float(v), -1.0), h + 1.0))) for v in box[1::2])
+        thickness = max(2, h // 150)
         cv2.rectangle(image, (x1, y1), (x2, y2), _GREEN, thickness)
-    scale = height / image.shape[0]
-    tile = cv2.resize(
-        image, (max(1, int(round(image.shape[1] * scale))), height), interpolation=cv2.INTER_AREA
-    )
+    scale = min(height / h, _MAX_TILE_ASPECT * height / w)
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    tile = np.zeros((height, size[0], 3), np.uint8)
+    tile[: size[1]] = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     bar = np.zeros((28, tile.shape[1], 3), np.uint8)
     cv2.putText(bar, label, (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, _WHITE, 1, cv2.LINE_AA)
     return np.concatenate([bar, tile], axis=0)
@@ -64,16 +71,23 @@ def draw_hits(
 
     Args:
         query: [H, W, 3] uint8 BGR query crop or frame.
-        hits: Ranked hits.
+        hits: Ranked hits (all are drawn in one row: pass the best few).
         out_path: Image file to write (extension picks the format, e.g. ``.jpg``).
         query_box: Box to draw on the query (for queries by box in a frame).
-        tile_height: Height of each tile in pixels.
+        tile_height: Height of each tile in pixels (16 to 4096).
 
     Returns:
         The written path.
+
+    Raises:
+        InputError: ``query`` is not an 8-bit image, ``tile_height`` is out of range, or
+            OpenCV has no encoder for ``out_path``'s extension.
     """
     import cv2
 
+    query = as_bgr_image(query, "query")
+    if isinstance(tile_height, bool) or not isinstance(tile_height, int) or not 16 <= tile_height <= 4096:
+        raise InputError(f"tile_height must be a whole number from 16 to 4096, got {tile_height!r}")
     tiles = [_tile(query, tile_height, "query", query_box)]
     for hit in hits:
         frame = load_frame(hit.source, hit.frame_index)
@@ -97,5 +111,8 @@ def draw_hits(
     except cv2.error:  # what OpenCV raises for an extension it has no encoder for
         encoded = False
     if not encoded:
-        raise OSError(f"could not write {out_path}: no image encoder for extension {out_path.suffix!r}")
+        raise InputError(
+            f"cannot write the picture {out_path}: OpenCV has no image encoder for the extension "
+            f"{out_path.suffix!r}; use .jpg or .png"
+        )
     return atomic_write_bytes(out_path, data.tobytes())

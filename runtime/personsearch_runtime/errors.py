@@ -28,3 +28,12 @@ class EngineError(BundleError):
 
 class SourceError(PersonSearchError):
     """An input image, folder, glob or video cannot be used (nothing readable found)."""
+
+
+class InputError(PersonSearchError, ValueError):
+    """An argument given to the runtime has the wrong type, shape, dtype or value.
+
+    It is a ``ValueError`` for Python callers and a user error (message, exit code 2)
+    for the command line; the message names the argument, what was given and what is
+    expected.
+    """

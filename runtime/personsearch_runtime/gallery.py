@@ -2,18 +2,59 @@
 
 Layout of a gallery directory ``G/``::
 
-    G/gallery.sqlite   the truth: meta, sources (with resume progress), frames, detections
-                       (box, score, float32 embedding blob); WAL journal mode
-    G/index.npz        a cache of the search index (serialised faiss index + row ids +
-                       which rows it covers); rebuilt or extended from SQLite when stale
+    G/gallery.sqlite   the truth: meta (model, settings), sources (path, content fingerprint,
+                       resume progress), frames, detections (box, score, float32 embedding
+                       blob); WAL journal mode
+    G/index.npz        a cache of the search index (serialised faiss index or numpy matrix,
+                       row ids, which rows it covers, and the SHA-256 of each blob); rebuilt
+                       or extended from SQLite when stale or damaged
+    G/gallery.lock     the writers' lock file (holds the pid of the last writer)
+    G/.gallery.sqlite.creating   exists only while the gallery is being created
 
 Why this split: every batch of frames is one SQLite transaction (detections, frames and
-the source's resume point together), so a crash, ``kill -9`` or Ctrl-C loses nothing
-that was committed and a resumed run continues exactly after the last committed frame.
-The search index is derived data: it is saved atomically (temp file, fsync, rename) and
-reloaded only when it matches the database (same delete generation); rows added since
-are appended on open. WAL lets readers search while a writer adds; ``refresh()`` picks
-up what was committed since.
+the source's resume point together), so a crash, ``kill -9``, Ctrl-C or a full disk loses
+nothing that was committed and a resumed run continues exactly after the last committed
+frame. The search index is derived data: it is saved atomically (temp file, fsync,
+rename) and reloaded only when it matches the database (same delete generation); rows
+added since are appended on open. WAL lets readers search while a writer adds;
+``refresh()`` picks up what was committed since.
+
+Creation: ``gallery.sqlite`` is built as ``.gallery.sqlite.creating`` and renamed when
+complete, under the writers' lock. A folder that holds nothing but such leftovers (and
+the lock file) is a creation a kill interrupted; the next writer removes the leftovers,
+says so in one line, and creates the gallery again.
+
+One writer at a time: a writer (``readonly=False``) holds an exclusive ``fcntl.flock`` on
+``gallery.lock`` from open to ``close()``; a second writer is refused at once with the
+first one's pid (it does not wait). The lock dies with its process, so a killed writer
+never leaves a stale lock. Readers take no lock. Where ``fcntl`` is missing (Windows)
+writers are not serialised and a warning says so.
+
+Content hashes: ``index.npz`` records the SHA-256 of its ``ids`` and ``index`` blobs in its
+own ``meta`` entry, so the file and its digests are replaced by one rename and never
+disagree after a crash. On load the digests, the shapes and the rows covered are
+checked; a truncated, bit-flipped or otherwise damaged file is reported in one line
+(logged as a warning) and the index is rebuilt from the embeddings in ``gallery.sqlite``
+(nothing is lost; a writer's next ``save()`` rewrites the file, e.g.
+``personsearch index --rebuild-index``). A damaged ``gallery.sqlite`` is a
+``GalleryError``.
+
+Sources are keyed by path and content fingerprint (``sources.SourceFingerprint``: size,
+mtime_ns, SHA-256 of the first MiB). When a writer asks for a source's resume point and
+the file at that path has other content than what was indexed, the source's old frames
+and detections are deleted (in one transaction, with the index invalidated) and it is
+indexed again from frame 0; ``replaced_sources`` lists them.
+
+Settings: the embedding dimension and the model (the bundle's checkpoint hash) are fixed
+at creation; the video frame stride (``every_nth_frame``) is recorded by the first index
+run (``check_settings``). A later run with other settings is refused, never mixed.
+
+Schema versions: 2 (this one) added ``sources.fingerprint``. A version-1 gallery opens
+read-only as it is; a writer migrates it in place (adds the column, empty). An empty
+fingerprint means unknown: the source is kept as it is (not re-indexed, since nothing
+tells whether it changed), and the file's current fingerprint is recorded the next time
+an index run sees it, so later changes are detected. A stride missing from an older
+gallery is recorded by the next index run in the same way.
 
 Index kinds (``index_factory``): ``"Flat"`` (exact inner product, the default), any faiss
 factory string such as ``"IVF4096,Flat"`` or ``"IVF4096,PQ32"`` (trained on the stored
@@ -25,33 +66,49 @@ searching when installed and ``use_gpu`` is set.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import hashlib
 import importlib.util
 import io
 import json
+import logging
+import numbers
 import os
 import sqlite3
 import threading
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from personsearch_runtime.atomic_files import atomic_replace, atomic_write_bytes
+from personsearch_runtime.atomic_files import atomic_write_bytes, fsync_dir
 from personsearch_runtime.errors import GalleryError
 from personsearch_runtime.results import Detections, SearchHit
+from personsearch_runtime.sources import SourceFingerprint, compare_fingerprint, is_video
 
 __all__ = ["GALLERY_SCHEMA_VERSION", "GalleryIndex", "GalleryInfo"]
 
-GALLERY_SCHEMA_VERSION = 1
+_LOG = logging.getLogger(__name__)
+
+GALLERY_SCHEMA_VERSION = 2
+#: Schemas this runtime opens (older ones are migrated by a writer).
+_READABLE_SCHEMAS = (1, 2)
 DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.npz"
+LOCK_NAME = "gallery.lock"
+#: ``gallery.sqlite`` while it is being created; SQLite may add a ``-journal`` beside it.
+CREATING_NAME = f".{DB_NAME}.creating"
 #: faiss needs about this many training vectors per IVF list; below it we stay exact.
 _TRAIN_PER_LIST = 39
 #: Classic GPU faiss indexes cannot select more than this many neighbours.
 _GPU_MAX_K = 2048
+#: How long an SQLite statement waits for another connection's lock, in seconds.
+_BUSY_TIMEOUT_S = 60
+#: The settings an index run records, with the command-line option that sets each.
+_SETTING_OPTIONS = {"every_nth_frame": "--every-nth-frame", "index_factory": "--index-factory"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,7 +117,8 @@ CREATE TABLE IF NOT EXISTS sources (
     path TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL,
     done INTEGER NOT NULL DEFAULT 0,
-    next_frame INTEGER NOT NULL DEFAULT 0
+    next_frame INTEGER NOT NULL DEFAULT 0,
+    fingerprint TEXT
 );
 CREATE TABLE IF NOT EXISTS frames (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +156,8 @@ class GalleryInfo:
         num_frames: Frames indexed (including frames with no detection).
         num_detections: Stored detections.
         created_at: ISO-8601 UTC creation time.
+        every_nth_frame: Video frame stride of its index runs (None before the first run).
+        schema_version: Version of the gallery's database layout.
     """
 
     path: str
@@ -110,6 +170,8 @@ class GalleryInfo:
     num_frames: int
     num_detections: int
     created_at: str
+    every_nth_frame: int | None = None
+    schema_version: int = GALLERY_SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -124,6 +186,163 @@ def _faiss() -> Any | None:
     return faiss
 
 
+# ---- folder checks, the writers' lock, error messages ----------------------------------------
+
+
+def _check_not_a_file(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise GalleryError(
+            f"gallery path {path} is a file, not a folder; give the path of a gallery folder "
+            "(a new one is created when missing)"
+        )
+
+
+def _creation_leftovers(path: Path) -> list[Path]:
+    """Files a creation that was killed leaves behind (the temporary database and its journal)."""
+    return [p for p in path.iterdir() if p.name.startswith(CREATING_NAME)] if path.is_dir() else []
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    """Names in ``path`` that neither a gallery nor an interrupted creation put there."""
+    if not path.is_dir():
+        return []
+    return sorted(
+        p.name for p in path.iterdir() if p.name != LOCK_NAME and not p.name.startswith(CREATING_NAME)
+    )
+
+
+def _refuse_foreign_folder(path: Path) -> None:
+    names = _foreign_entries(path)
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise GalleryError(
+            f"cannot create a gallery at {path}: it exists and is not an empty gallery folder "
+            f"(it holds {shown} but no {DB_NAME}); give a new or empty folder"
+        )
+
+
+def _os_failure(exc: OSError, path: Path, doing: str) -> GalleryError:
+    """One message for a failed file operation on a gallery: what failed and what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return GalleryError(
+            f"no space left on the disk while {doing} ({reason}); everything indexed so far is "
+            f"committed in {path / DB_NAME}: free some space and run the same command again to resume"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return GalleryError(
+            f"gallery folder {path} is not writable ({reason}) while {doing}; index into a folder you "
+            "can write to (a read-only gallery can still be queried)"
+        )
+    return GalleryError(f"gallery {path}: failed while {doing} ({reason})")
+
+
+def _sqlite_failure(exc: sqlite3.Error, path: Path, doing: str) -> GalleryError:
+    """Turn an SQLite error into a message that says what happened and what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        return GalleryError(
+            f"no space left on the disk while {doing} gallery {path} ({text}); the batch in progress "
+            "was rolled back and everything committed before it is kept: free some space and run the "
+            "same command again to resume"
+        )
+    if "readonly" in low or "read-only" in low:
+        return GalleryError(
+            f"gallery {path} is read-only ({text}) while {doing}; index into a folder you can write to "
+            "(a read-only gallery can still be queried)"
+        )
+    if "malformed" in low or "not a database" in low or "no such table" in low or "no such column" in low:
+        return GalleryError(
+            f"{path / DB_NAME} is damaged or is not a gallery database ({text}); its contents cannot be "
+            "trusted: index the sources again into a new gallery folder"
+        )
+    if "locked" in low or "busy" in low:
+        return GalleryError(
+            f"gallery {path} stayed busy for {_BUSY_TIMEOUT_S} s while {doing} ({text}); another process "
+            "keeps it locked: try again when it is done"
+        )
+    if "unable to open" in low:
+        return GalleryError(
+            f"cannot open {path / DB_NAME} ({text}); check that the folder and the file can be read"
+        )
+    return GalleryError(f"gallery {path}: SQLite failed while {doing} ({text})")
+
+
+class _WriterLock:
+    """An exclusive, non-blocking ``flock`` on ``G/gallery.lock`` held by one writer."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / LOCK_NAME
+        self._descriptor: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or refuse at once.
+
+        Raises:
+            GalleryError: Another writer holds it, or the folder cannot be written.
+        """
+        try:
+            import fcntl
+        except ImportError:
+            _LOG.warning(
+                "cannot lock gallery %s on this platform (no fcntl); make sure only one "
+                "'personsearch index' writes it at a time",
+                self.folder,
+            )
+            return
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            # Checked first: an existing lock file may be writable in a folder that is not,
+            # and SQLite would then fail later with a vaguer message.
+            denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            raise _os_failure(denied, self.folder, "opening it for writing")
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise _os_failure(exc, self.folder, f"opening its lock file {self.path}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(descriptor)
+            os.close(descriptor)
+            raise GalleryError(
+                f"another personsearch index is writing gallery {self.folder} (pid {holder}); wait for "
+                "it to finish, or index into another folder"
+            ) from None
+        except OSError as exc:
+            # Some network file systems have no flock (ENOLCK): go on, but say it.
+            _LOG.warning(
+                "cannot lock gallery %s (%s); make sure only one 'personsearch index' writes it at a time",
+                self.folder,
+                exc.strerror or exc,
+            )
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid is only for the message another writer prints
+        self._descriptor = descriptor
+
+    def release(self) -> None:
+        """Give the lock back (the file stays: deleting it would race with a new writer)."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the descriptor releases the flock
+            self._descriptor = None
+
+
+def _read_pid(descriptor: int) -> str:
+    try:
+        text = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isdigit() else "unknown"
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 class GalleryIndex:
     """A gallery directory opened for reading or writing.
 
@@ -132,49 +351,146 @@ class GalleryIndex:
 
     Args:
         path: Gallery directory.
-        readonly: Open the database read-only (many readers can search while one writer adds).
+        readonly: Open the database read-only (many readers can search while one writer
+            adds). A writer takes the gallery's lock until ``close()``.
         use_gpu: Search on GPU faiss when available.
+
+    Attributes:
+        replaced_sources: Sources whose file changed since they were indexed and whose old
+            rows this writer deleted (see ``resume_point``).
+
+    Raises:
+        GalleryError: Not a gallery, another writer holds it, the folder is read-only (for
+            a writer), or the database is damaged or from a newer runtime.
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, readonly: bool = False, use_gpu: bool = False
     ) -> None:
         self.path = Path(path)
+        _check_not_a_file(self.path)
         db = self.path / DB_NAME
         if not db.is_file():
+            if _creation_leftovers(self.path):
+                raise GalleryError(
+                    f"{self.path} is not a gallery: its creation was interrupted (no {DB_NAME}); run "
+                    "'personsearch index' on it again to create it"
+                )
             raise GalleryError(
                 f"{self.path} is not a gallery (no {DB_NAME}); create one with 'personsearch index'"
             )
+        if db.stat().st_size == 0:
+            raise GalleryError(
+                f"{db} is empty (0 bytes), not a gallery database; delete the folder and index the "
+                "sources again"
+            )
         self.readonly = readonly
         self.use_gpu = use_gpu
-        try:
-            if readonly:
-                self._db = sqlite3.connect(
-                    f"file:{db}?mode=ro", uri=True, timeout=60, check_same_thread=False
-                )
-            else:
-                self._db = sqlite3.connect(str(db), timeout=60, check_same_thread=False)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise GalleryError(
-                f"{db} is not a readable gallery database ({exc}); delete the folder and re-index"
-            ) from None
-        if int(self._meta.get("schema_version", -1)) != GALLERY_SCHEMA_VERSION:
-            raise GalleryError(
-                f"{db} has gallery schema {self._meta.get('schema_version')!r}, this runtime reads "
-                f"{GALLERY_SCHEMA_VERSION}; re-index into a new gallery"
-            )
-        self.embedding_dim = int(self._meta["embedding_dim"])
-        self.model_hash = self._meta["model_hash"]
-        self.index_factory = self._meta["index_factory"]
+        self.replaced_sources: list[str] = []
         self._lock = threading.RLock()
+        self._writer = None if readonly else _WriterLock(self.path)
+        if self._writer is not None:
+            self._writer.acquire()
+        try:
+            self._db = self._connect(db)
+        except BaseException:
+            self._release_writer()
+            raise
+        try:
+            # Read (and so validated) before a writer changes anything in the file.
+            self._meta = self._read_meta(db)
+            if not readonly:
+                with self._sql("opening"):
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=FULL")
+                if self._meta["schema_version"] == "1":
+                    self._migrate_from_v1()
+                    self._meta["schema_version"] = str(GALLERY_SCHEMA_VERSION)
+        except BaseException:
+            self._db.close()
+            self._release_writer()
+            raise
         self._index: Any = None  # faiss index, or [N, D] float32 matrix for numpy
         self._ids = np.zeros(0, np.int64)
         self._covered = 0  # largest detection id in the index
         self._generation = -1
+        self._fingerprints: dict[str, SourceFingerprint] = {}  # current ones, per source path
+        self._cache_warned = False
+        if self._writer is not None:
+            self._remove_stale_index_temps()
+
+    def _connect(self, db: Path) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                uri = f"{db.resolve().as_uri()}?mode=ro"
+                connection = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
+                try:
+                    connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                except sqlite3.OperationalError:
+                    connection.close()
+                    if os.access(self.path, os.W_OK):
+                        raise
+                    # A WAL database in a folder nobody can write to (read-only media): SQLite
+                    # cannot create its shared-memory file, and no writer can change it either.
+                    connection = sqlite3.connect(
+                        f"{uri}&immutable=1", uri=True, timeout=_BUSY_TIMEOUT_S, check_same_thread=False
+                    )
+            else:
+                connection = sqlite3.connect(str(db), timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
+            connection.execute("PRAGMA foreign_keys=ON")
+            return connection
+        except sqlite3.Error as exc:
+            raise _sqlite_failure(exc, self.path, "opening") from None
+
+    def _read_meta(self, db: Path) -> dict[str, str]:
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise _sqlite_failure(exc, self.path, "opening") from None
+        version = meta.get("schema_version", "")
+        if not version.isdigit() or int(version) not in _READABLE_SCHEMAS:
+            newer = version.isdigit() and int(version) > GALLERY_SCHEMA_VERSION
+            raise GalleryError(
+                f"{db} has gallery schema {version or 'none'!r}, this runtime reads "
+                f"{', '.join(map(str, _READABLE_SCHEMAS))}; "
+                + ("upgrade personsearch to use it" if newer else "re-index into a new gallery")
+            )
+        try:
+            self.embedding_dim = int(meta["embedding_dim"])
+            self.model_hash = meta["model_hash"]
+            self.index_factory = meta["index_factory"]
+            if self.embedding_dim < 1:
+                raise ValueError(f"embedding_dim {self.embedding_dim}")
+        except (KeyError, ValueError) as exc:
+            raise GalleryError(
+                f"{db} has damaged metadata ({type(exc).__name__}: {exc}); index the sources again "
+                "into a new gallery folder"
+            ) from None
+        meta["schema_version"] = str(int(version))
+        return meta
+
+    def _migrate_from_v1(self) -> None:
+        """Add the fingerprint column (empty: unknown) and mark the schema as 2."""
+        with self._sql("upgrading the database of"), self._db:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sources)")}
+            if "fingerprint" not in columns:
+                self._db.execute("ALTER TABLE sources ADD COLUMN fingerprint TEXT")
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(GALLERY_SCHEMA_VERSION),)
+            )
+
+    def _remove_stale_index_temps(self) -> None:
+        # atomic_files names its temporaries ".NAME.<hex>.tmp"; one left here is from a
+        # writer killed while saving, and only the lock holder saves.
+        for leftover in self.path.glob(f".{INDEX_NAME}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    @contextmanager
+    def _sql(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise _sqlite_failure(exc, self.path, doing) from None
 
     # ---- creation and opening -------------------------------------------------------------
 
@@ -189,7 +505,10 @@ class GalleryIndex:
         model_name: str = "",
         index_factory: str = "Flat",
     ) -> GalleryIndex:
-        """Create an empty gallery directory.
+        """Create an empty gallery directory and open it for writing.
+
+        A folder left by a creation that was killed (only ``.gallery.sqlite.creating``
+        files and the lock file in it) is cleaned up and used, with a one-line notice.
 
         Args:
             path: Directory to create (may exist if empty).
@@ -200,36 +519,49 @@ class GalleryIndex:
             index_factory: ``"Flat"``, ``"numpy"`` or a faiss factory string.
 
         Raises:
-            GalleryError: The directory is not empty or the factory string is invalid.
+            GalleryError: The path is a file or a folder holding other things, another
+                writer is creating it, the folder cannot be written, or the factory
+                string is invalid.
         """
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise GalleryError(
-                f"cannot create a gallery at {path}: it exists and is not an empty gallery folder"
-            )
+        _check_not_a_file(path)
+        if (path / DB_NAME).exists():
+            raise GalleryError(f"cannot create a gallery at {path}: it already holds a gallery")
+        _refuse_foreign_folder(path)
         _check_factory(index_factory, embedding_dim)
-        path.mkdir(parents=True, exist_ok=True)
-        # The database is built under a temporary name and renamed, so a crash during
-        # creation never leaves a half-initialised gallery.sqlite behind. SQLite takes
-        # the empty temporary file as an empty database.
-        with atomic_replace(path / DB_NAME, sync_dir=True) as tmp:
-            db = sqlite3.connect(str(tmp))
-            try:
-                db.executescript(_SCHEMA)
-                meta = {
-                    "schema_version": str(GALLERY_SCHEMA_VERSION),
-                    "embedding_dim": str(embedding_dim),
-                    "model_hash": model_hash,
-                    "bundle": bundle,
-                    "model_name": model_name,
-                    "index_factory": index_factory,
-                    "generation": "0",
-                    "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                }
-                db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
-                db.commit()
-            finally:
-                db.close()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_failure(exc, path, "creating the gallery folder") from None
+        lock = _WriterLock(path)
+        lock.acquire()
+        try:
+            # Checked again under the lock: another writer may have finished meanwhile.
+            if (path / DB_NAME).exists():
+                raise GalleryError(f"cannot create a gallery at {path}: it already holds a gallery")
+            _refuse_foreign_folder(path)
+            leftovers = _creation_leftovers(path)
+            if leftovers:
+                _LOG.warning(
+                    "%s: removed %d file(s) left by an interrupted gallery creation; creating it again",
+                    path,
+                    len(leftovers),
+                )
+                for leftover in leftovers:
+                    leftover.unlink()
+            meta = {
+                "schema_version": str(GALLERY_SCHEMA_VERSION),
+                "embedding_dim": str(embedding_dim),
+                "model_hash": model_hash,
+                "bundle": bundle,
+                "model_name": model_name,
+                "index_factory": index_factory,
+                "generation": "0",
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            _write_new_database(path, meta)
+        finally:
+            lock.release()
         return cls(path)
 
     @classmethod
@@ -248,18 +580,29 @@ class GalleryIndex:
         index_factory: str = "Flat",
         readonly: bool = False,
         use_gpu: bool = False,
+        create: bool = True,
     ) -> GalleryIndex:
         """Open the gallery at ``path`` for ``bundle``, creating it for writers when missing.
 
+        Args:
+            path: Gallery directory.
+            bundle: The ``Bundle`` whose embeddings go in or are searched.
+            index_factory: Index kind of a gallery created here.
+            readonly: Open for reading only (never creates).
+            use_gpu: Search on GPU faiss when available.
+            create: Create a missing gallery (writers only); False refuses a missing one.
+
         Raises:
-            GalleryError: The gallery was built with another model (hash or dimension differ).
+            GalleryError: The gallery was built with another model (hash or dimension
+                differ), or it cannot be opened or created (see ``create`` and the class).
         """
         path = Path(path)
+        _check_not_a_file(path)
         if not (path / DB_NAME).is_file():
-            if readonly:
+            if readonly or not create:
                 raise GalleryError(f"{path} is not a gallery; build one with 'personsearch index'")
             manifest = bundle.manifest
-            cls.create(
+            gallery = cls.create(
                 path,
                 embedding_dim=manifest.embedding.dim,
                 model_hash=bundle.model_hash,
@@ -267,8 +610,13 @@ class GalleryIndex:
                 model_name=manifest.provenance.model_name,
                 index_factory=index_factory,
             )
-        gallery = cls(path, readonly=readonly, use_gpu=use_gpu)
-        gallery.check_bundle(bundle)
+        else:
+            gallery = cls(path, readonly=readonly, use_gpu=use_gpu)
+        try:
+            gallery.check_bundle(bundle)
+        except BaseException:
+            gallery.close()
+            raise
         return gallery
 
     def check_bundle(self, bundle: Any) -> None:
@@ -293,10 +641,61 @@ class GalleryIndex:
                 "embeddings of different models cannot be compared - use the matching bundle or re-index"
             )
 
+    def check_settings(self, *, every_nth_frame: int | None = None, index_factory: str | None = None) -> None:
+        """Refuse an index run whose settings differ from the gallery's; record new ones.
+
+        The first index run records its frame stride (also in a gallery made before
+        strides were recorded); later runs must use the same one, so the frames of one
+        gallery are never taken at mixed strides.
+
+        Args:
+            every_nth_frame: The run's video frame stride (>= 1); None for a run that
+                reads no frames (nothing is checked or recorded then).
+            index_factory: The index kind the run asked for; None when it did not ask.
+
+        Raises:
+            GalleryError: A setting differs (the message names it, both values and what
+                to do), or the stride is not a whole number >= 1.
+        """
+        wanted: dict[str, str] = {}
+        if every_nth_frame is not None:
+            if (
+                isinstance(every_nth_frame, bool)
+                or not isinstance(every_nth_frame, numbers.Integral)
+                or every_nth_frame < 1
+            ):
+                raise GalleryError(f"every_nth_frame must be a whole number >= 1, got {every_nth_frame!r}")
+            wanted["every_nth_frame"] = str(int(every_nth_frame))
+        if index_factory is not None:
+            wanted["index_factory"] = index_factory
+        for key, value in wanted.items():
+            stored = self._meta.get(key)
+            if stored is None or stored == value:
+                continue
+            option = _SETTING_OPTIONS[key]
+            raise GalleryError(
+                f"gallery {self.path} was indexed with {option} {stored}, this run asks for {option} "
+                f"{value}; one gallery never mixes them: run with {option} {stored}, or index into a "
+                "new gallery folder"
+            )
+        if "every_nth_frame" in wanted and "every_nth_frame" not in self._meta and not self.readonly:
+            with self._lock, self._sql("recording the settings of"), self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('every_nth_frame', ?)",
+                    (wanted["every_nth_frame"],),
+                )
+            self._meta["every_nth_frame"] = wanted["every_nth_frame"]
+
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection and, for a writer, release the lock."""
         with self._lock:
             self._db.close()
+            self._release_writer()
+
+    def _release_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
 
     def __enter__(self) -> GalleryIndex:
         return self
@@ -307,11 +706,59 @@ class GalleryIndex:
     # ---- writing ----------------------------------------------------------------------------
 
     def resume_point(self, source: str) -> int:
-        """Return the first frame index still to index for ``source``; -1 when it is done."""
-        row = self._db.execute("SELECT done, next_frame FROM sources WHERE path = ?", (source,)).fetchone()
+        """Return the first frame index still to index for ``source``; -1 when it is done.
+
+        For a writer this also checks the file's content fingerprint (once per source and
+        open): when the file changed since it was indexed, its old frames and detections
+        are deleted, the source is listed in ``replaced_sources`` and 0 is returned. A
+        missing or unreadable file is left as it is (the reader reports it).
+
+        Raises:
+            GalleryError: The database cannot be read or written.
+        """
+        with self._lock, self._sql("reading the sources of"):
+            row = self._db.execute(
+                "SELECT id, done, next_frame, "
+                + ("fingerprint" if self._has_fingerprints() else "NULL")
+                + " FROM sources WHERE path = ?",
+                (source,),
+            ).fetchone()
+        if self.readonly or source in self._fingerprints:
+            return 0 if row is None else (-1 if row[1] else int(row[2]))
+        stored_text = row[3] if row is not None else None
+        try:
+            current, changed = compare_fingerprint(source, SourceFingerprint.from_text(stored_text))
+        except OSError:
+            current, changed = None, False
+        if current is not None:
+            self._fingerprints[source] = current
         if row is None:
             return 0
-        return -1 if row[0] else int(row[1])
+        if changed and current is not None:
+            self._replace_source(int(row[0]), source, current)
+            return 0
+        if current is not None and current.to_text() != stored_text:
+            # Unknown before (an older gallery) or same content with a new mtime: record it,
+            # so the next run compares against the file as it is now.
+            with self._lock, self._sql("recording a source fingerprint in"), self._db:
+                self._db.execute(
+                    "UPDATE sources SET fingerprint = ? WHERE id = ?", (current.to_text(), int(row[0]))
+                )
+        return -1 if row[1] else int(row[2])
+
+    def _has_fingerprints(self) -> bool:
+        return int(self._meta.get("schema_version", GALLERY_SCHEMA_VERSION)) >= 2
+
+    def _replace_source(self, source_id: int, source: str, current: SourceFingerprint) -> None:
+        with self._lock, self._sql("replacing a changed source in"), self._db:
+            self._db.execute("DELETE FROM sources WHERE id = ?", (source_id,))
+            self._db.execute(
+                "INSERT INTO sources(path, kind, fingerprint) VALUES (?, ?, ?)",
+                (source, "video" if is_video(source) else "image", current.to_text()),
+            )
+            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        self._index = None
+        self.replaced_sources.append(source)
 
     def add(self, batch: Sequence[Detections], *, finished: Iterable[str] = ()) -> list[int]:
         """Store the detections of several frames in one transaction.
@@ -324,31 +771,42 @@ class GalleryIndex:
             The new detection ids, in order.
 
         Raises:
-            GalleryError: Read-only gallery, or an embedding of the wrong dimension.
+            GalleryError: Read-only gallery, an embedding of the wrong shape or not finite,
+                a frame stored twice, or the disk is full (the batch is rolled back).
         """
         if self.readonly:
             raise GalleryError(f"gallery {self.path} is open read-only")
         ids: list[int] = []
-        with self._lock, self._db:
+        with self._lock, self._sql("adding to"), self._db:
             for det in batch:
                 emb = np.ascontiguousarray(det.embeddings, np.float32)
-                if len(det) and emb.shape[1] != self.embedding_dim:
+                if len(det) and (emb.ndim != 2 or emb.shape != (len(det), self.embedding_dim)):
                     raise GalleryError(
-                        f"embedding dimension {emb.shape[1]} does not match the gallery's "
-                        f"{self.embedding_dim}"
+                        f"embeddings of {det.source} frame {det.frame_index} have shape {emb.shape}; the "
+                        f"gallery stores [{len(det)}, {self.embedding_dim}] (embedding dimension "
+                        f"{self.embedding_dim})"
+                    )
+                if len(det) and not np.isfinite(emb).all():
+                    raise GalleryError(
+                        f"embeddings of {det.source} frame {det.frame_index} are not finite (NaN or inf); "
+                        "the model or its input is broken: check the bundle with 'personsearch verify'"
                     )
                 kind = "image" if det.timestamp is None else "video"
-                self._db.execute(
-                    "INSERT OR IGNORE INTO sources(path, kind) VALUES (?, ?)", (det.source, kind)
-                )
+                self._insert_source(det.source, kind)
                 source_id = self._db.execute(
                     "SELECT id FROM sources WHERE path = ?", (det.source,)
                 ).fetchone()[0]
-                cur = self._db.execute(
-                    "INSERT INTO frames(source_id, frame_index, timestamp, height, width) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (source_id, det.frame_index, det.timestamp, det.image_size[0], det.image_size[1]),
-                )
+                try:
+                    cur = self._db.execute(
+                        "INSERT INTO frames(source_id, frame_index, timestamp, height, width) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (source_id, det.frame_index, det.timestamp, det.image_size[0], det.image_size[1]),
+                    )
+                except sqlite3.IntegrityError:
+                    raise GalleryError(
+                        f"frame {det.frame_index} of {det.source} is already in gallery {self.path}; "
+                        "nothing of this batch was stored"
+                    ) from None
                 frame_id = cur.lastrowid
                 for box, score, vector in zip(det.boxes.tolist(), det.scores.tolist(), emb, strict=True):
                     cur = self._db.execute(
@@ -362,9 +820,19 @@ class GalleryIndex:
                     (det.frame_index + 1, source_id),
                 )
             for source in finished:
-                self._db.execute("INSERT OR IGNORE INTO sources(path, kind) VALUES (?, ?)", (source, "image"))
+                self._insert_source(source, "image")
                 self._db.execute("UPDATE sources SET done = 1 WHERE path = ?", (source,))
         return ids
+
+    def _insert_source(self, source: str, kind: str) -> None:
+        fingerprint = self._fingerprints.get(source)
+        if self._has_fingerprints():
+            self._db.execute(
+                "INSERT OR IGNORE INTO sources(path, kind, fingerprint) VALUES (?, ?, ?)",
+                (source, kind, fingerprint.to_text() if fingerprint else None),
+            )
+        else:
+            self._db.execute("INSERT OR IGNORE INTO sources(path, kind) VALUES (?, ?)", (source, kind))
 
     def delete_source(self, source: str) -> int:
         """Remove a source with its frames and detections; returns how many detections went.
@@ -374,18 +842,25 @@ class GalleryIndex:
         """
         if self.readonly:
             raise GalleryError(f"gallery {self.path} is open read-only")
-        resolved = str(Path(source).resolve()) if not self._has_source(source) else source
-        with self._lock, self._db:
-            row = self._db.execute("SELECT id FROM sources WHERE path = ?", (resolved,)).fetchone()
-            if row is None:
-                raise GalleryError(f"gallery {self.path} has no source {source}")
-            count = self._db.execute(
-                "SELECT COUNT(*) FROM detections JOIN frames ON detections.frame_id = frames.id "
-                "WHERE frames.source_id = ?",
-                (row[0],),
-            ).fetchone()[0]
-            self._db.execute("DELETE FROM sources WHERE id = ?", (row[0],))
-            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        with self._lock, self._sql("deleting a source from"):
+            resolved = str(Path(source).resolve()) if not self._has_source(source) else source
+            with self._db:
+                row = self._db.execute("SELECT id FROM sources WHERE path = ?", (resolved,)).fetchone()
+                if row is None:
+                    raise GalleryError(
+                        f"gallery {self.path} has no source {source}; 'personsearch info --gallery "
+                        f"{self.path}' shows what it holds"
+                    )
+                count = self._db.execute(
+                    "SELECT COUNT(*) FROM detections JOIN frames ON detections.frame_id = frames.id "
+                    "WHERE frames.source_id = ?",
+                    (row[0],),
+                ).fetchone()[0]
+                self._db.execute("DELETE FROM sources WHERE id = ?", (row[0],))
+                self._db.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+                )
+        self._fingerprints.pop(resolved, None)
         self._index = None
         return int(count)
 
@@ -395,12 +870,13 @@ class GalleryIndex:
     # ---- information --------------------------------------------------------------------------
 
     def info(self) -> GalleryInfo:
-        """Return the gallery's model and counts."""
-        with self._lock:
+        """Return the gallery's model, settings and counts."""
+        with self._lock, self._sql("reading"):
             q = self._db.execute
             num_sources = q("SELECT COUNT(*) FROM sources WHERE done = 1 OR next_frame > 0").fetchone()[0]
             num_frames = q("SELECT COUNT(*) FROM frames").fetchone()[0]
             num_detections = q("SELECT COUNT(*) FROM detections").fetchone()[0]
+        stride = self._meta.get("every_nth_frame", "")
         return GalleryInfo(
             path=str(self.path),
             embedding_dim=self.embedding_dim,
@@ -412,25 +888,39 @@ class GalleryIndex:
             num_frames=int(num_frames),
             num_detections=int(num_detections),
             created_at=self._meta.get("created_at", ""),
+            every_nth_frame=int(stride) if stride.isdigit() else None,
+            schema_version=int(self._meta["schema_version"]),
         )
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM detections").fetchone()[0])
+        with self._lock, self._sql("reading"):
+            return int(self._db.execute("SELECT COUNT(*) FROM detections").fetchone()[0])
 
     def embeddings(self, after_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Return (ids [N] int64, embeddings [N, D] float32) of detections with id > ``after_id``."""
-        with self._lock:
+        """Return (ids [N] int64, embeddings [N, D] float32) of detections with id > ``after_id``.
+
+        Raises:
+            GalleryError: The database cannot be read or holds blobs of the wrong size.
+        """
+        with self._lock, self._sql("reading the embeddings of"):
             rows = self._db.execute(
                 "SELECT id, embedding FROM detections WHERE id > ? ORDER BY id", (after_id,)
             ).fetchall()
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        emb = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.embedding_dim)
+        blob = b"".join(r[1] for r in rows)
+        if len(blob) != len(rows) * self.embedding_dim * 4:
+            raise GalleryError(
+                f"{self.path / DB_NAME} is damaged: its embedding blobs are not {self.embedding_dim} "
+                "float32 values each; index the sources again into a new gallery folder"
+            )
+        emb = np.frombuffer(blob, np.float32).reshape(len(rows), self.embedding_dim)
         return ids, emb
 
     # ---- the search index ----------------------------------------------------------------------
 
     def _current_generation(self) -> int:
-        return int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        with self._sql("reading"):
+            return int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
     def refresh(self) -> None:
         """Bring the search index up to date with the database (new rows, deletions)."""
@@ -442,27 +932,107 @@ class GalleryIndex:
             if len(ids):
                 self._append(ids, emb)
 
+    def rebuild_index(self) -> None:
+        """Build the search index from the database alone, ignoring ``index.npz``.
+
+        ``save()`` afterwards replaces the file (``personsearch index --rebuild-index``).
+        """
+        with self._lock:
+            self._build(self._current_generation())
+
     def _load_or_build(self, generation: int) -> None:
-        self._index, self._ids, self._covered, self._generation = None, np.zeros(0, np.int64), 0, generation
+        if not self._load_cache(generation):
+            self._build(generation)
+
+    def _build(self, generation: int) -> None:
+        ids, emb = self.embeddings(0)
+        self._index = self._new_index(emb)
+        self._ids, self._covered, self._generation = np.zeros(0, np.int64), 0, generation
+        if len(ids):
+            self._append(ids, emb)
+
+    def _load_cache(self, generation: int) -> bool:
+        """Load ``index.npz`` when it is current and intact; False to rebuild instead."""
         cache = self.path / INDEX_NAME
-        if cache.is_file():
-            try:
-                with np.load(cache, allow_pickle=False) as data:
-                    meta = json.loads(bytes(data["meta"]).decode())
-                    if meta.get("generation") == generation and meta.get("factory") == self.index_factory:
-                        self._ids = data["ids"].astype(np.int64)
-                        self._covered = int(meta["covered"])
-                        self._index = self._deserialize(meta["kind"], data["index"])
-            except (OSError, ValueError, KeyError, json.JSONDecodeError):
-                warnings.warn(f"ignoring unreadable index cache {cache}; rebuilding it", stacklevel=2)
-                self._index, self._ids, self._covered = None, np.zeros(0, np.int64), 0
-        if self._index is None:
-            ids, emb = self.embeddings(0)
-            self._index = self._new_index(emb)
-            self._ids = np.zeros(0, np.int64)
-            self._covered = 0
-            if len(ids):
-                self._append(ids, emb)
+        if not cache.exists():
+            return False
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                if not isinstance(meta, dict):
+                    raise ValueError("its meta entry is not a JSON object")
+                digests = meta.get("sha256")
+                if not isinstance(digests, dict):
+                    return False  # written before indexes carried hashes: rebuilt quietly
+                if meta.get("generation") != generation or meta.get("factory") != self.index_factory:
+                    return False  # stale (rows deleted since, or another index kind)
+                ids, blob = data["ids"], data["index"]
+            problem = self._cache_problem(meta, digests, ids, blob)
+            if problem is None:
+                index = self._deserialize(meta["kind"], blob)
+                problem = self._index_problem(index, len(ids))
+        except GalleryError:
+            raise  # the database, not the cache, failed
+        except Exception as exc:  # noqa: BLE001 - any failure to read a cache means: rebuild it
+            # numpy, zipfile and faiss raise many types (BadZipFile, EOFError, ValueError,
+            # RuntimeError, ...) on damaged bytes; the index is rebuilt from SQLite whatever it was.
+            problem = f"unreadable: {type(exc).__name__}: {str(exc).strip()[:200]}"
+        if problem is not None:
+            if not self._cache_warned:
+                then = (
+                    "it is rewritten when this run saves"
+                    if not self.readonly
+                    else f"rewrite it with 'personsearch index --bundle BUNDLE --gallery {self.path} "
+                    "--rebuild-index'"
+                )
+                _LOG.warning(
+                    "%s is corrupted (%s); searching an index rebuilt from %s instead (nothing is lost); %s",
+                    cache,
+                    problem,
+                    DB_NAME,
+                    then,
+                )
+                self._cache_warned = True
+            return False
+        self._index, self._ids = index, ids.astype(np.int64)
+        self._covered, self._generation = int(meta["covered"]), generation
+        return True
+
+    def _cache_problem(
+        self, meta: dict[str, Any], digests: dict[str, Any], ids: np.ndarray, blob: np.ndarray
+    ) -> str | None:
+        """What is wrong with a loaded cache's blobs, or None when they check out."""
+        for name, array in (("ids", ids), ("index", blob)):
+            if digests.get(name) != _sha256(array):
+                return f"the SHA-256 of its '{name}' blob does not match the one recorded when it was saved"
+        if ids.dtype != np.int64 or ids.ndim != 1:
+            return f"its ids are {ids.dtype}{list(ids.shape)}, expected a 1-d int64 array"
+        if len(ids) > 1 and not bool(np.all(np.diff(ids) > 0)):
+            return "its ids are not strictly increasing"
+        covered = meta.get("covered")
+        last = int(ids[-1]) if len(ids) else 0
+        if not isinstance(covered, int) or last != covered:
+            return f"it claims to cover rows up to {covered!r} but its last id is {last}"
+        with self._sql("reading"):
+            query = "SELECT COUNT(*) FROM detections WHERE id <= ?"
+            in_db = self._db.execute(query, (covered,)).fetchone()[0]
+        if in_db != len(ids):
+            return f"it indexes {len(ids)} rows where {DB_NAME} holds {in_db} (a cache of another gallery?)"
+        if meta.get("kind") not in ("numpy", "faiss"):
+            return f"unknown index kind {meta.get('kind')!r}"
+        return None
+
+    def _index_problem(self, index: Any, count: int) -> str | None:
+        if isinstance(index, np.ndarray):
+            if index.shape != (count, self.embedding_dim):
+                return f"its matrix is {list(index.shape)}, expected [{count}, {self.embedding_dim}]"
+            return None
+        if int(index.d) != self.embedding_dim or int(index.ntotal) != count:
+            return (
+                f"its faiss index holds {index.ntotal} vectors of {index.d} dimensions, expected "
+                f"{count} of {self.embedding_dim}"
+            )
+        return None
 
     def _kind(self) -> str:
         if self.index_factory == "numpy" or (_faiss() is None and self.index_factory == "Flat"):
@@ -509,35 +1079,51 @@ class GalleryIndex:
 
     def _deserialize(self, kind: str, blob: np.ndarray) -> Any:
         if kind == "numpy":
-            return np.asarray(blob, np.float32).reshape(-1, self.embedding_dim)
+            if blob.dtype != np.float32 or blob.ndim != 2:
+                raise ValueError(f"numpy index blob is {blob.dtype}{list(blob.shape)}, expected 2-d float32")
+            return blob
         faiss = _faiss()
         if faiss is None:
-            raise ValueError("faiss missing")
-        return faiss.deserialize_index(np.asarray(blob, np.uint8))
+            raise ValueError("it holds a faiss index and faiss is not installed")
+        if blob.dtype != np.uint8 or blob.ndim != 1:
+            raise ValueError(f"faiss index blob is {blob.dtype}{list(blob.shape)}, expected 1-d uint8")
+        return faiss.deserialize_index(blob)
 
     def save(self) -> Path:
-        """Write the search index cache atomically (temp file, fsync, rename).
+        """Write the search index cache atomically (temp file, fsync, rename), with its hashes.
 
         Returns:
             The cache path.
+
+        Raises:
+            GalleryError: The gallery is open read-only, or the file cannot be written
+                (disk full, read-only folder); the previous file is then left as it was.
         """
+        if self.readonly:
+            raise GalleryError(
+                f"gallery {self.path} is open read-only; only its writer saves the index "
+                "(open it with readonly=False)"
+            )
         self.refresh()
         with self._lock:
             if isinstance(self._index, np.ndarray):
-                kind, blob = "numpy", self._index
+                kind, blob = "numpy", np.ascontiguousarray(self._index, np.float32)
             else:
                 kind, blob = "faiss", _faiss().serialize_index(self._index)
+            ids = np.ascontiguousarray(self._ids, np.int64)
             meta = {
                 "generation": self._generation,
                 "covered": self._covered,
                 "factory": self.index_factory,
                 "kind": kind,
+                "sha256": {"ids": _sha256(ids), "index": _sha256(blob)},
             }
             buffer = io.BytesIO()
-            np.savez(
-                buffer, ids=self._ids, index=blob, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)
-            )
-            return atomic_write_bytes(self.path / INDEX_NAME, buffer.getbuffer(), sync_dir=True)
+            np.savez(buffer, ids=ids, index=blob, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+            try:
+                return atomic_write_bytes(self.path / INDEX_NAME, buffer.getbuffer(), sync_dir=True)
+            except OSError as exc:
+                raise _os_failure(exc, self.path, f"saving {self.path / INDEX_NAME}") from None
 
     def search(
         self, queries: np.ndarray, *, top_k: int = 10, score_weighted: bool = False
@@ -555,13 +1141,22 @@ class GalleryIndex:
             One list of hits per query, best first.
 
         Raises:
-            GalleryError: The gallery is empty, or the query dimension is wrong.
+            GalleryError: The gallery is empty, the queries are not finite or of the
+                wrong dimension, or ``top_k`` is not a whole number >= 1.
         """
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            raise GalleryError(f"top_k must be a whole number >= 1, got {top_k!r}")
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
-        if queries.shape[1] != self.embedding_dim:
+        if queries.ndim != 2 or queries.shape[1] != self.embedding_dim:
             raise GalleryError(
-                f"query embeddings are {queries.shape[1]}-d, the gallery holds {self.embedding_dim}-d"
+                f"query embeddings have shape {list(queries.shape)}; the gallery holds "
+                f"{self.embedding_dim}-d embeddings: give [Q, {self.embedding_dim}] or "
+                f"[{self.embedding_dim}]"
             )
+        if not np.isfinite(queries).all():
+            raise GalleryError("query embeddings are not finite (NaN or inf); check the query and the model")
+        if not len(queries):
+            return []
         self.refresh()
         with self._lock:
             n = len(self._ids)
@@ -627,7 +1222,7 @@ class GalleryIndex:
             return {}
         out: dict[int, dict[str, Any]] = {}
         id_list = sorted(ids)
-        with self._lock:
+        with self._lock, self._sql("reading the detections of"):
             for start in range(0, len(id_list), 500):
                 chunk = id_list[start : start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -653,13 +1248,45 @@ class GalleryIndex:
 
         Used to compare galleries (e.g. a resumed run against an uninterrupted one).
         """
-        with self._lock:
+        with self._lock, self._sql("reading"):
             return self._db.execute(
                 "SELECT d.id, s.path, f.frame_index, f.timestamp, d.x1, d.y1, d.x2, d.y2, "
                 "d.score, d.embedding "
                 "FROM detections d JOIN frames f ON d.frame_id = f.id JOIN sources s ON f.source_id = s.id "
                 "ORDER BY d.id"
             ).fetchall()
+
+
+def _write_new_database(folder: Path, meta: dict[str, str]) -> None:
+    """Build ``gallery.sqlite`` under its creating name and rename it when complete.
+
+    The caller holds the writers' lock, so the fixed temporary name is safe and a file
+    with that name found later is known to be from a creation that was killed.
+    """
+    creating = folder / CREATING_NAME
+    try:
+        db = sqlite3.connect(str(creating))
+        try:
+            db.executescript(_SCHEMA)
+            db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
+            db.commit()
+        finally:
+            db.close()
+        descriptor = os.open(creating, os.O_RDWR)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(creating, folder / DB_NAME)
+    except BaseException as exc:
+        for leftover in _creation_leftovers(folder):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.Error):
+            raise _sqlite_failure(exc, folder, "creating") from None
+        if isinstance(exc, OSError):
+            raise _os_failure(exc, folder, "creating the gallery") from None
+        raise
+    fsync_dir(folder)
 
 
 def _nlist(factory: str) -> int:
@@ -682,6 +1309,8 @@ def _set_nprobe(faiss: Any, index: Any) -> None:
 
 
 def _check_factory(factory: str, dim: int) -> None:
+    if not isinstance(factory, str) or not factory.strip():
+        raise GalleryError(f"index factory must be a non-empty string (Flat, numpy, IVF...), got {factory!r}")
     if factory in ("Flat", "numpy"):
         return
     faiss = _faiss()

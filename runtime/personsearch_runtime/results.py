@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,15 +65,22 @@ class SearchHit:
     score: float
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict."""
+        """Return a JSON-serialisable dict (strict JSON: a non-finite number becomes null)."""
         return {
             "rank": self.rank,
-            "similarity": round(self.similarity, 6),
-            "ranking_score": round(self.ranking_score, 6),
+            "similarity": _finite(self.similarity, 6),
+            "ranking_score": _finite(self.ranking_score, 6),
             "detection_id": self.detection_id,
             "source": self.source,
             "frame_index": self.frame_index,
-            "timestamp": self.timestamp,
-            "box": [round(v, 2) for v in self.box],
-            "score": round(self.score, 6),
+            "timestamp": _finite(self.timestamp, None),
+            "box": [_finite(v, 2) for v in self.box],
+            "score": _finite(self.score, 6),
         }
+
+
+def _finite(value: float | None, digits: int | None) -> float | None:
+    """Round ``value`` to ``digits`` (when given); None for None, NaN and infinities (not JSON)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value) if digits is None else round(float(value), digits)

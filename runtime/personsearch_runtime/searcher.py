@@ -9,11 +9,19 @@ Typical use::
 
 Images go through the bundle's preprocessing (resize, normalise, pad), are detected in
 batches, and every box comes back in the original image's pixels.
+
+Arguments are checked before any model runs: images must be decoded 8-bit images
+([H, W, 3] uint8 BGR as OpenCV returns them), query crops and query boxes at least
+``MIN_QUERY_SIDE`` pixels on a side, boxes finite with x1 < x2 and y1 < y2 and
+overlapping the image, ``top_k`` a whole number >= 1. Anything else raises
+``InputError`` (a ``ValueError`` and a ``PersonSearchError``) naming the argument, what
+was given and what is expected.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import os
 import sys
 import time
@@ -30,7 +38,10 @@ from personsearch_runtime.bundle import Bundle
 from personsearch_runtime.detection import BatchDetections, OneGraphDetector, SplitDetector, l2_normalize
 from personsearch_runtime.errors import PersonSearchError, SourceError
 from personsearch_runtime.preprocess import (
+    MIN_QUERY_SIDE,
+    InputError,
     PreparedImage,
+    as_bgr_image,
     batch_images,
     prepare_image,
     to_original,
@@ -41,7 +52,9 @@ from personsearch_runtime.sources import Frame, FrameReader, expand_sources
 
 __all__ = [
     "PIPELINES",
+    "MIN_QUERY_SIDE",
     "IndexSummary",
+    "InputError",
     "Installed",
     "NoPersonFoundError",
     "PersonSearcher",
@@ -117,14 +130,16 @@ def normalize_device(device: str) -> str:
     """Return ``"cpu"`` or ``"cuda:N"`` for a ``--device`` value.
 
     Raises:
-        PersonSearchError: Anything else.
+        InputError: Anything else.
     """
+    if not isinstance(device, str):
+        raise InputError(f"device must be a string (cpu, cuda or cuda:N), got {device!r}")
     kind, _, index = device.partition(":")
     if kind == "cpu" and not index:
         return "cpu"
     if kind == "cuda" and (not index or index.isdigit()):
         return f"cuda:{int(index or 0)}"
-    raise PersonSearchError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)
@@ -201,9 +216,9 @@ def choose_pipeline(
             split path asked for where it cannot run.
     """
     if backend not in ("ort", "trt"):
-        raise PersonSearchError(f"unknown backend {backend!r}; use ort or trt")
+        raise InputError(f"unknown backend {backend!r}; use ort or trt")
     if requested not in PIPELINES:
-        raise PersonSearchError(f"pipeline must be one of {', '.join(PIPELINES)}, got {requested!r}")
+        raise InputError(f"pipeline must be one of {', '.join(PIPELINES)}, got {requested!r}")
     device = normalize_device(device)
     on_gpu = device != "cpu"
     if backend == "trt" and not on_gpu:
@@ -346,9 +361,16 @@ class PersonSearcher:
         engine_dir: str | os.PathLike[str] | None = None,
         intra_op_threads: int = 0,
     ) -> None:
+        if not isinstance(bundle, (Bundle, str, os.PathLike)):
+            raise InputError(
+                f"bundle is a {type(bundle).__name__}; expected a Bundle or the path of the folder "
+                "'personsearch export' wrote"
+            )
+        batch_size = _whole_number(batch_size, "batch_size (--batch)", minimum=1)
+        intra_op_threads = _whole_number(intra_op_threads, "intra_op_threads", minimum=0)
+        if engine_dir is not None and not isinstance(engine_dir, (str, os.PathLike)):
+            raise InputError(f"engine_dir is a {type(engine_dir).__name__}; expected a folder path or None")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-        if batch_size < 1:
-            raise PersonSearchError(f"--batch must be >= 1, got {batch_size}")
         self.manifest = self.bundle.manifest
         self.backend = backend
         self.device = device
@@ -397,7 +419,17 @@ class PersonSearcher:
     # ---- detection --------------------------------------------------------------------------------
 
     def detect_prepared(self, prepared: Sequence[PreparedImage]) -> list[BatchDetections]:
-        """Detect in already prepared images (one padded batch); boxes in fed-image pixels."""
+        """Detect in already prepared images (one padded batch); boxes in fed-image pixels.
+
+        Raises:
+            InputError: ``prepared`` is empty or holds something that is not a ``PreparedImage``.
+        """
+        if not prepared or not all(isinstance(p, PreparedImage) for p in prepared):
+            kinds = sorted({type(p).__name__ for p in prepared or ()})
+            got = f"a list of {', '.join(kinds)}" if kinds else repr(prepared)
+            raise InputError(
+                f"prepared is {got}; expected a non-empty list of PreparedImage (from prepare_image)"
+            )
         batch = batch_images(prepared, self.manifest.preprocessing)
         # Clip boxes to each image inside the padding, as the trainer's model does.
         image_sizes = np.array([p.size for p in prepared], dtype=np.float32)
@@ -407,12 +439,30 @@ class PersonSearcher:
         """Detect people in decoded images.
 
         Args:
-            images: [H, W, 3] uint8 BGR images (any sizes; batched ``batch_size`` at a time).
+            images: A list of [H, W, 3] uint8 BGR images (any sizes; batched ``batch_size``
+                at a time), or one [B, H, W, 3] uint8 array.
 
         Returns:
             One ``Detections`` per image (source ``"<memory>"``, frame index = position).
+
+        Raises:
+            InputError: ``images`` is not a list of images (a single [H, W, 3] image must be
+                wrapped: ``detect([image])``), or one of them is not an 8-bit image.
         """
-        frames = [Frame("<memory>", i, None, image) for i, image in enumerate(images)]
+        if images is None or isinstance(images, (str, bytes, os.PathLike)):
+            raise InputError(
+                f"images is {images!r}; expected a list of decoded [H, W, 3] uint8 BGR images (to index "
+                "files, use PersonSearcher.index)"
+            )
+        if isinstance(images, np.ndarray) and images.ndim != 4:
+            # Iterating one [H, W, 3] image would detect in each of its rows as a grayscale image.
+            raise InputError(
+                f"images is one array of shape {tuple(images.shape)}; expected a list of [H, W, 3] images "
+                "or a [B, H, W, 3] array: wrap a single image as detect([image])"
+            )
+        # Check everything before the first batch runs, so a bad last image costs no work.
+        checked = [as_bgr_image(image, f"images[{i}]") for i, image in enumerate(images)]
+        frames = [Frame("<memory>", i, None, image) for i, image in enumerate(checked)]
         return list(self.detect_frames(frames))
 
     def detect_frames(self, frames: Iterable[Frame]) -> Iterator[Detections]:
@@ -441,27 +491,29 @@ class PersonSearcher:
 
     # ---- query embeddings -------------------------------------------------------------------------
 
-    def embed_boxes(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def embed_boxes(self, image_bgr: np.ndarray, boxes: np.ndarray, *, min_side: float = 0.0) -> np.ndarray:
         """Embed given boxes of one image with the query encoder.
+
+        A box may reach past the image's edge (the encoder samples zeros there, as the
+        trainer's ``embed_boxes`` does); it must overlap the image.
 
         Args:
             image_bgr: [H, W, 3] uint8 BGR image.
-            boxes: [M, 4] float32 xyxy in the image's pixels.
+            boxes: [M, 4] (or one [4]) float xyxy in the image's pixels; M may be 0.
+            min_side: Smallest accepted box width and height inside the image, in pixels.
 
         Returns:
             [M, D] float32 L2-normalised embeddings.
+
+        Raises:
+            InputError: The image is not an 8-bit image, or a box is not finite, has
+                x2 <= x1 or y2 <= y1, lies outside the image or is below ``min_side``.
         """
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        image_bgr = as_bgr_image(image_bgr, "image_bgr")
         height, width = image_bgr.shape[:2]
-        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        outside = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= width) | (boxes[:, 1] >= height)
-        if np.any(bad | outside):
-            i = int(np.nonzero(bad | outside)[0][0])
-            raise PersonSearchError(
-                f"box {boxes[i].tolist()} is empty or outside the {width}x{height} image; give "
-                "x1,y1,x2,y2 with "
-                "x1 < x2 and y1 < y2 inside the image"
-            )
+        boxes = _check_boxes(boxes, height, width, min_side=min_side)
+        if not len(boxes):
+            return np.zeros((0, self.manifest.embedding.dim), np.float32)
         if self._query_encoder is None:
             self._query_encoder = self._stage("query_encoder")
         spec = self.manifest.models["query_encoder"]
@@ -482,15 +534,18 @@ class PersonSearcher:
         """Embed a person crop (the whole crop is the box).
 
         Args:
-            crop_bgr: [H, W, 3] uint8 BGR crop of one person.
+            crop_bgr: [H, W, 3] uint8 BGR crop of one person, at least ``MIN_QUERY_SIDE``
+                pixels on each side.
             require_person: First check with the detector that the crop shows a person.
 
         Returns:
             [1, D] float32.
 
         Raises:
+            InputError: The crop is not an 8-bit image or is smaller than ``MIN_QUERY_SIDE``.
             NoPersonFoundError: ``require_person`` and the detector finds nobody.
         """
+        crop_bgr = as_bgr_image(crop_bgr, "crop_bgr", min_side=MIN_QUERY_SIDE)
         if require_person and not len(self.detect([crop_bgr])[0]):
             raise NoPersonFoundError(
                 "no person was found in the query image; give a crop that shows one person, or a full frame "
@@ -517,13 +572,31 @@ class PersonSearcher:
 
         Args:
             gallery: A writable ``GalleryIndex`` built for this bundle.
-            sources: Files, folders and globs.
+            sources: Files, folders and globs (one path alone is accepted too).
             every_nth_frame: Keep every n-th frame of videos.
             progress: Show a tqdm progress bar (frames and frames/s) on stderr.
 
         Returns:
             What was done.
+
+        Raises:
+            InputError: ``gallery`` is not a gallery, ``sources`` is empty or not paths,
+                ``every_nth_frame`` is not a whole number >= 1.
         """
+        _check_gallery(gallery)
+        if isinstance(sources, (str, os.PathLike)):
+            # A bare string would otherwise be read as a list of one-character paths ("/" first).
+            sources = [sources]
+        expected = "expected a non-empty list of image/video files, folders or globs"
+        if not isinstance(sources, Iterable):
+            raise InputError(f"sources is {sources!r}; {expected}")
+        sources = list(sources)
+        if not sources:
+            raise InputError(f"sources is empty; {expected}")
+        for i, source in enumerate(sources):
+            if not isinstance(source, (str, os.PathLike)):
+                raise InputError(f"sources[{i}] is {source!r}, not a path; {expected}")
+        every_nth_frame = _whole_number(every_nth_frame, "every_nth_frame (--every-nth-frame)", minimum=1)
         gallery.check_bundle(self.bundle)
         files = expand_sources(sources)
         resume = {str(f): gallery.resume_point(str(f)) for f in files}
@@ -550,7 +623,15 @@ class PersonSearcher:
                 bar.close()
             reader.close()
         gallery.save()
-        if not frames and reader.stats.skipped and len(reader.stats.skipped) == len(files) - already:
+        # Only a run that could read nothing and finds nothing indexed before is an error; a
+        # re-index of a folder that is already done, with one unreadable file, has nothing new.
+        started_before = sum(1 for v in resume.values() if v != 0)
+        if (
+            not frames
+            and not started_before
+            and reader.stats.skipped
+            and len(reader.stats.skipped) == len(files)
+        ):
             raise SourceError(
                 f"none of the {len(files)} source(s) could be read ({reader.stats.skipped[0][0]}: "
                 f"{reader.stats.skipped[0][1]}, ...)"
@@ -573,7 +654,25 @@ class PersonSearcher:
         score_weighted: bool = False,
         require_person: bool = True,
     ) -> list[SearchHit]:
-        """Search ``gallery`` for the person in a crop; best hit first."""
+        """Search ``gallery`` for the person in a crop; best hit first.
+
+        Args:
+            gallery: A ``GalleryIndex`` built for this bundle.
+            crop_bgr: [H, W, 3] uint8 BGR crop of one person, at least ``MIN_QUERY_SIDE``
+                pixels on each side.
+            top_k: How many hits to return (a whole number >= 1).
+            score_weighted: Rank by similarity x detection score.
+            require_person: Refuse a crop in which the detector finds nobody.
+
+        Returns:
+            Up to ``top_k`` hits, best first.
+
+        Raises:
+            InputError: Bad ``gallery``, ``crop_bgr`` or ``top_k`` (see ``embed_crop``).
+            NoPersonFoundError: ``require_person`` and the detector finds nobody in the crop.
+        """
+        _check_gallery(gallery)
+        top_k = _whole_number(top_k, "top_k (--top-k)", minimum=1)
         gallery.check_bundle(self.bundle)
         query = self.embed_crop(crop_bgr, require_person=require_person)
         return gallery.search(query, top_k=top_k, score_weighted=score_weighted)[0]
@@ -587,10 +686,102 @@ class PersonSearcher:
         top_k: int = 10,
         score_weighted: bool = False,
     ) -> list[SearchHit]:
-        """Search ``gallery`` for the person inside ``box`` (x1, y1, x2, y2 pixels) of a frame."""
+        """Search ``gallery`` for the person inside ``box`` of a frame.
+
+        Args:
+            gallery: A ``GalleryIndex`` built for this bundle.
+            frame_bgr: [H, W, 3] uint8 BGR frame.
+            box: (x1, y1, x2, y2) in the frame's pixels; finite, x1 < x2, y1 < y2, at least
+                ``MIN_QUERY_SIDE`` pixels on a side inside the frame.
+            top_k: How many hits to return (a whole number >= 1).
+            score_weighted: Rank by similarity x detection score.
+
+        Returns:
+            Up to ``top_k`` hits, best first.
+
+        Raises:
+            InputError: Bad ``gallery``, ``frame_bgr``, ``box`` or ``top_k``.
+        """
+        _check_gallery(gallery)
+        top_k = _whole_number(top_k, "top_k (--top-k)", minimum=1)
+        if box is None or isinstance(box, (str, bytes)) or np.shape(np.asarray(box, dtype=object)) != (4,):
+            raise InputError(f"box is {box!r}; expected four numbers x1, y1, x2, y2 in the frame's pixels")
         gallery.check_bundle(self.bundle)
-        query = self.embed_boxes(frame_bgr, np.asarray([box], np.float32))
+        query = self.embed_boxes(frame_bgr, [box], min_side=MIN_QUERY_SIDE)
         return gallery.search(query, top_k=top_k, score_weighted=score_weighted)[0]
+
+
+def _whole_number(value: Any, name: str, *, minimum: int) -> int:
+    """Return ``value`` as an int, or raise ``InputError`` unless it is a whole number >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InputError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_gallery(gallery: Any) -> None:
+    """Refuse anything that is not a gallery before it fails deep inside a search."""
+    if not all(hasattr(gallery, name) for name in ("check_bundle", "search", "add")):
+        raise InputError(
+            f"gallery is a {type(gallery).__name__}; expected a GalleryIndex "
+            "(GalleryIndex.open_for_bundle(folder, searcher.bundle))"
+        )
+
+
+def _check_boxes(boxes: Any, height: int, width: int, *, min_side: float = 0.0) -> np.ndarray:
+    """Check query boxes against their image.
+
+    Args:
+        boxes: [M, 4] or [4] x1, y1, x2, y2 pixels (anything numpy reads as numbers).
+        height: Image height in pixels.
+        width: Image width in pixels.
+        min_side: Smallest accepted width and height of the part inside the image.
+
+    Returns:
+        [M, 4] float32 boxes, as given (not clipped: the exported encoder must see what the
+        trainer's ``embed_boxes`` sees, and evaluation embeds ground-truth boxes this way).
+
+    Raises:
+        InputError: Not numbers, wrong shape, not finite, x2 <= x1 or y2 <= y1, no overlap
+            with the image, or smaller than ``min_side`` inside it.
+    """
+    expected = "[M, 4] boxes x1, y1, x2, y2 in the image's pixels"
+    if boxes is None or isinstance(boxes, (str, bytes)):
+        raise InputError(f"boxes is {boxes!r}; expected {expected}")
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"boxes {boxes!r} are not numbers; expected {expected}") from None
+    if array.ndim == 1 and array.shape[0] == 4:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise InputError(f"boxes have shape {tuple(array.shape)}; expected {expected}")
+    with np.errstate(invalid="ignore"):  # NaN rows are caught by the first test
+        x1, y1, x2, y2 = array.T
+        inside_w = np.minimum(x2, width) - np.maximum(x1, 0)
+        inside_h = np.minimum(y2, height) - np.maximum(y1, 0)
+        problems = (
+            (
+                ~np.all(np.isfinite(array), axis=1),
+                "is not finite; give four finite pixel coordinates x1,y1,x2,y2",
+            ),
+            ((x2 <= x1) | (y2 <= y1), "is empty: x1,y1,x2,y2 needs x1 < x2 and y1 < y2"),
+            (
+                (x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height),
+                f"is outside the {width}x{height} (WxH) image; give a box that overlaps it",
+            ),
+            (np.minimum(inside_w, inside_h) < min_side, None),
+        )
+    for bad, message in problems:
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            text = ",".join(f"{v:g}" for v in array[i])
+            if message is None:
+                message = (
+                    f"is {inside_w[i]:g}x{inside_h[i]:g} (WxH) pixels inside the image; a query box needs "
+                    f"at least {min_side:g}x{min_side:g} to show a person"
+                )
+            raise InputError(f"box {text} {message}")
+    return array.astype(np.float32)
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

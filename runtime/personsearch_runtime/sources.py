@@ -3,13 +3,32 @@
 ``expand_sources`` turns what the user typed into an ordered list of files (folders are
 walked recursively, globs expanded, everything sorted so a resumed run sees the same
 order). ``FrameReader`` decodes them with OpenCV in one background thread into a bounded
-queue (so decoding overlaps inference without buffering a whole video), yields
-``Frame`` objects, and skips unreadable or corrupt files with a warning, counting them.
+queue (so decoding overlaps inference without buffering a whole video) and yields
+``Frame`` objects.
+
+Bad items never stop a run. A file that cannot be read at all (empty, corrupt,
+unsupported, unreadable) is skipped and listed in ``ReadStats.skipped``; a video frame
+that does not decode is skipped while the frames after it are still read (OpenCV moves
+past a damaged frame), and a video that ends before the frame count in its header
+(a truncated file) is reported too; both are listed in ``ReadStats.bad_frames``. Every
+such skip is also logged once as a WARNING on this module's logger with the record
+attributes ``skipped_item = (path, reason)`` and ``skipped_kind`` (``"file"`` or
+``"frames"``), so a caller that does not own the reader (``personsearch index``) can
+collect them for its summary instead of printing them twice.
+
+``SourceFingerprint`` identifies a file's content for the gallery: its size, its
+``mtime_ns`` and the SHA-256 of its first MiB (the whole file when smaller). A file whose
+size and mtime are what the gallery recorded is taken as unchanged without being read
+(as git and rsync do); otherwise the first MiB is hashed. A file of at most 1 MiB whose
+hash is unchanged is unchanged whatever its mtime (a copy keeps its rows); a larger file
+with a new mtime counts as changed, since its hash covers only the beginning.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
+import hashlib
 import logging
 import os
 import queue
@@ -17,6 +36,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 
@@ -25,17 +45,25 @@ from personsearch_runtime.errors import SourceError
 _LOG = logging.getLogger(__name__)
 
 __all__ = [
+    "FINGERPRINT_HEAD_BYTES",
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "Frame",
     "FrameReader",
     "ReadStats",
+    "SourceFingerprint",
+    "compare_fingerprint",
     "expand_sources",
     "is_video",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
+#: Bytes of a file that its fingerprint hashes (the whole file when it is smaller).
+FINGERPRINT_HEAD_BYTES = 1 << 20
+#: A video whose frames fail to decode this many times in a row is taken to end there,
+#: whatever its header says (a damaged header can claim any frame count).
+_MAX_BAD_FRAMES_IN_A_ROW = 250
 
 
 def is_video(path: str | os.PathLike[str]) -> bool:
@@ -92,6 +120,85 @@ def expand_sources(specs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 @dataclass(frozen=True)
+class SourceFingerprint:
+    """What identifies the content of a source file.
+
+    Attributes:
+        size: File size in bytes.
+        mtime_ns: Modification time in nanoseconds.
+        head_sha256: Hex SHA-256 of the first ``FINGERPRINT_HEAD_BYTES`` bytes (all of a
+            smaller file).
+    """
+
+    size: int
+    mtime_ns: int
+    head_sha256: str
+
+    @property
+    def whole_file_hashed(self) -> bool:
+        """True when the hash covers the whole file."""
+        return self.size <= FINGERPRINT_HEAD_BYTES
+
+    def to_text(self) -> str:
+        """Return the form stored in the gallery: ``"SIZE:MTIME_NS:SHA256"``."""
+        return f"{self.size}:{self.mtime_ns}:{self.head_sha256}"
+
+    @classmethod
+    def from_text(cls, text: str | None) -> SourceFingerprint | None:
+        """Parse ``to_text``'s form; None for None or anything malformed (unknown)."""
+        if not isinstance(text, str):
+            return None
+        size, _, rest = text.partition(":")
+        mtime, _, digest = rest.partition(":")
+        if not (size.isdigit() and mtime.lstrip("-").isdigit() and len(digest) == 64):
+            return None
+        return cls(int(size), int(mtime), digest)
+
+    @classmethod
+    def of_file(cls, path: str | os.PathLike[str], stat: os.stat_result | None = None) -> SourceFingerprint:
+        """Fingerprint a file (reads at most its first MiB).
+
+        Raises:
+            OSError: The file cannot be opened or read, or is not a regular file.
+        """
+        stat = stat if stat is not None else os.stat(path)
+        if not S_ISREG(stat.st_mode):
+            # A pipe or device would block or never end; only regular files are sources.
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with open(path, "rb") as handle:
+            head = handle.read(FINGERPRINT_HEAD_BYTES)
+        return cls(stat.st_size, stat.st_mtime_ns, hashlib.sha256(head).hexdigest())
+
+
+def compare_fingerprint(
+    path: str | os.PathLike[str], stored: SourceFingerprint | None
+) -> tuple[SourceFingerprint, bool]:
+    """Fingerprint ``path`` and tell whether its content differs from ``stored``.
+
+    Args:
+        path: The source file.
+        stored: What the gallery recorded; None when unknown (then nothing counts as changed).
+
+    Returns:
+        (current fingerprint, changed). ``current`` is ``stored`` itself when size and
+        mtime are unchanged (the file is not read then).
+
+    Raises:
+        OSError: The file cannot be stat'ed or read.
+    """
+    stat = os.stat(path)
+    if stored is not None and stored.size == stat.st_size and stored.mtime_ns == stat.st_mtime_ns:
+        return stored, False
+    current = SourceFingerprint.of_file(path, stat)
+    if stored is None:
+        return current, False
+    changed = current.size != stored.size or current.head_sha256 != stored.head_sha256
+    if not current.whole_file_hashed and current.mtime_ns != stored.mtime_ns:
+        changed = True
+    return current, changed
+
+
+@dataclass(frozen=True)
 class Frame:
     """One decoded frame.
 
@@ -118,11 +225,14 @@ class ReadStats:
         frames: Frames yielded.
         sources: Sources that yielded at least one frame.
         skipped: (path, reason) of every file skipped as unreadable.
+        bad_frames: (path, reason) of every video whose frames were partly undecodable
+            (the reason names the frames); its other frames were yielded.
     """
 
     frames: int = 0
     sources: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    bad_frames: list[tuple[str, str]] = field(default_factory=list)
 
 
 _END = object()
@@ -168,15 +278,34 @@ class FrameReader:
 
     def _skip(self, path: Path, reason: str) -> None:
         self.stats.skipped.append((str(path), reason))
-        # Logged, not raised: one bad file must not stop a long indexing run; the CLI
-        # also lists every skipped file in its summary.
-        _LOG.warning("skipping %s: %s", path, reason)
+        # Logged, not raised: one bad file must not stop a long indexing run.
+        _LOG.warning(
+            "skipping %s: %s",
+            path,
+            reason,
+            extra={"skipped_item": (str(path), reason), "skipped_kind": "file"},
+        )
+
+    def _bad_frames(self, path: Path, frames: list[int], total: int, ended_early: bool) -> None:
+        reason = f"{_frame_ranges(frames)} could not be decoded"
+        if ended_early:
+            reason += f" (the video ends before the {total} frames its header lists: truncated or damaged)"
+        reason += "; its other frames were read"
+        self.stats.bad_frames.append((str(path), reason))
+        _LOG.warning(
+            "skipping %s: %s",
+            path,
+            reason,
+            extra={"skipped_item": (str(path), reason), "skipped_kind": "frames"},
+        )
 
     def _read_image(self, path: Path) -> None:
         import cv2
 
-        data = np.fromfile(str(path), dtype=np.uint8) if path.stat().st_size else np.zeros(0, np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if path.stat().st_size == 0:
+            self._skip(path, "empty file (0 bytes)")
+            return
+        image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None or image.size == 0:
             self._skip(path, "not a readable image (corrupt or unsupported)")
             return
@@ -186,30 +315,47 @@ class FrameReader:
     def _read_video(self, path: Path, first: int) -> None:
         import cv2
 
+        if path.stat().st_size == 0:
+            self._skip(path, "empty file (0 bytes)")
+            return
         capture = cv2.VideoCapture(str(path))
         try:
             if not capture.isOpened():
                 self._skip(path, "not a readable video (corrupt or unsupported codec)")
                 return
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+            # The header's frame count (0 when unknown, as for streams) tells a damaged
+            # frame, after which OpenCV goes on with the next one, from the real end.
+            total = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
             index, pending, yielded = 0, None, False
+            bad: list[int] = []
+            failures_in_a_row = 0
             while not self._stop.is_set():
                 wanted = index >= first and index % self.every_nth_frame == 0
-                if not wanted:
-                    if not capture.grab():
+                ok = capture.grab()
+                image = None
+                if ok and wanted:
+                    ok, image = capture.retrieve()
+                    ok = bool(ok) and image is not None and image.size > 0
+                if not ok:
+                    if index >= total or failures_in_a_row >= _MAX_BAD_FRAMES_IN_A_ROW:
                         break
+                    failures_in_a_row += 1
+                    if wanted:
+                        bad.append(index)
                     index += 1
                     continue
-                ok, image = capture.read()
-                if not ok or image is None:
-                    break
-                msec = capture.get(cv2.CAP_PROP_POS_MSEC)
-                timestamp = index / fps if fps > 0 else (msec / 1000.0 if msec else None)
-                if pending is not None:
-                    self._put(pending)
-                    yielded = True
-                pending = Frame(str(path), index, timestamp, image)
+                failures_in_a_row = 0
+                if wanted:
+                    msec = capture.get(cv2.CAP_PROP_POS_MSEC)
+                    timestamp = index / fps if fps > 0 else (msec / 1000.0 if msec else None)
+                    if pending is not None:
+                        self._put(pending)
+                        yielded = True
+                    pending = Frame(str(path), index, timestamp, image)
                 index += 1
+            if self._stop.is_set():
+                return
             if pending is not None:
                 self._put(
                     Frame(pending.source, pending.frame_index, pending.timestamp, pending.image, is_last=True)
@@ -217,7 +363,9 @@ class FrameReader:
                 yielded = True
             if yielded:
                 self.stats.sources += 1
-            elif index == 0 and first == 0:
+                if bad:
+                    self._bad_frames(path, bad, total, ended_early=failures_in_a_row > 0)
+            elif first == 0:
                 self._skip(path, "no decodable frames (corrupt or empty video)")
         finally:
             capture.release()
@@ -237,6 +385,10 @@ class FrameReader:
                         self._read_image(path)
                 except OSError as exc:
                     self._skip(path, f"cannot read ({exc.strerror or exc})")
+                except Exception as exc:  # noqa: BLE001 - a decoder failure on one file must not end the run
+                    # OpenCV raises cv2.error (and numpy MemoryError/ValueError) on some
+                    # hostile files instead of returning None.
+                    self._skip(path, f"cannot decode ({type(exc).__name__}: {str(exc).strip()[:200]})")
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
             self._put(exc)
         finally:
@@ -268,3 +420,18 @@ class FrameReader:
                 except queue.Empty:
                     self._thread.join(timeout=0.05)
             self._thread = None
+
+
+def _frame_ranges(frames: list[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"frames 3-5, 9"`` (``"frame 3"`` for one)."""
+    parts: list[str] = []
+    start = prev = frames[0]
+    for value in [*frames[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if value is not None:
+            start = prev = value
+    label = "frame" if len(frames) == 1 else "frames"
+    return f"{label} {', '.join(parts)}"

@@ -53,7 +53,7 @@ def test_query_encoder_agrees_with_detector(tiny_bundle: Path) -> None:
     det = searcher.detect([image])[0]
     emb = searcher.embed_boxes(image, det.boxes)
     np.testing.assert_allclose(np.sum(emb * det.embeddings, axis=1), 1.0, atol=1e-5)
-    with pytest.raises(PersonSearchError, match="empty or outside"):
+    with pytest.raises(PersonSearchError, match=r"box 10,10,5,20 is empty: .*x1 < x2 and y1 < y2"):
         searcher.embed_boxes(image, np.array([[10, 10, 5, 20]], np.float32))
 
 
@@ -268,6 +268,7 @@ def test_bench_on_cuda_says_one_graph_with_iobinding(
             self, *, bundle: Path, backend: str, device: str, batch_size: int, pipeline: str
         ) -> None:
             self.manifest = manifest
+            self.batch_size = batch_size
             self.pipeline_choice = choose_pipeline(
                 backend=backend,
                 device=device,

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import pytest
 from personsearch_runtime.errors import SourceError
-from personsearch_runtime.sources import FrameReader, expand_sources
+from personsearch_runtime.sources import (
+    FINGERPRINT_HEAD_BYTES,
+    FrameReader,
+    SourceFingerprint,
+    compare_fingerprint,
+    expand_sources,
+)
 from scene_files import write_scenes, write_video
 
 
@@ -44,3 +51,27 @@ def test_abandoned_iteration_stops_the_decoder(tmp_path: Path) -> None:
     reader.close()
     assert not any(t.name == "personsearch-decode" and t.is_alive() for t in threading.enumerate())
     assert reader.stats.frames == 3
+
+
+def test_fingerprints_tell_changed_content_from_a_new_mtime(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    small.write_bytes(b"a" * 1000)
+    stored, changed = compare_fingerprint(small, None)
+    assert not changed and stored.size == 1000 and SourceFingerprint.from_text(stored.to_text()) == stored
+    assert SourceFingerprint.from_text("garbage") is None and SourceFingerprint.from_text(None) is None
+    os.utime(small, ns=(stored.mtime_ns, stored.mtime_ns + 10**9))
+    assert compare_fingerprint(small, stored)[1] is False  # same bytes: a copy or a touch
+    small.write_bytes(b"b" * 1000)
+    os.utime(small, ns=(stored.mtime_ns, stored.mtime_ns + 2 * 10**9))
+    assert compare_fingerprint(small, stored)[1] is True  # same size, other bytes
+
+    large = tmp_path / "large.mp4"
+    large.write_bytes(bytes(FINGERPRINT_HEAD_BYTES + 10))
+    stored, _ = compare_fingerprint(large, None)
+    with open(large, "r+b") as handle:  # a change past the hashed head, same size
+        handle.seek(FINGERPRINT_HEAD_BYTES + 5)
+        handle.write(b"x")
+    os.utime(large, ns=(stored.mtime_ns, stored.mtime_ns + 10**9))
+    assert compare_fingerprint(large, stored)[1] is True  # caught by the mtime
+    os.utime(large, ns=(stored.mtime_ns, stored.mtime_ns))
+    assert compare_fingerprint(large, stored) == (stored, False)  # size and mtime as recorded: not read

@@ -4,6 +4,28 @@ from __future__ import annotations
 
 import argparse
 
+__all__ = ["add_model_options", "non_negative_int", "positive_int"]
+
+
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Argparse type for counts that must be at least 1 (``--top-k``, ``--frames``, ``--batch``)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """Argparse type for counts that may be 0 (``--warmup``)."""
+    return _whole_number(text, 0)
+
 
 def add_model_options(parser: argparse.ArgumentParser, *, bundle_required: bool = True) -> None:
     """Add --bundle, --backend, --device and --pipeline.

@@ -1,11 +1,32 @@
-"""``personsearch index``: detect, embed and store people from images and videos in a gallery."""
+"""``personsearch index``: detect, embed and store people from images and videos in a gallery.
+
+What it does when things go wrong (the gallery module's docstring has the details):
+
+- Interrupted (Ctrl-C, ``kill -9``, power loss, full disk): every committed batch is kept;
+  the same command resumes after the last committed frame. A gallery whose creation
+  was killed is cleaned up and created again, with a one-line notice.
+- One writer per gallery: a second ``index`` on the same gallery is refused at once,
+  naming the first one's pid; ``query`` and ``info`` keep working meanwhile.
+- Settings are part of the gallery: another model, another ``--every-nth-frame`` or
+  another ``--index-factory`` than the gallery was built with is refused, never mixed.
+- A source file whose content changed at the same path is indexed again and its old
+  detections are replaced; the summary lists it.
+- Unreadable files (empty, corrupt, unsupported) and video frames that do not decode are
+  skipped, counted and named once in the summary; the exit code stays 0. Exit 2 with
+  "none of the sources could be read" only when no source could be read and none of
+  them had been indexed before.
+- A damaged ``index.npz`` is rebuilt from ``gallery.sqlite`` (``--rebuild-index`` rewrites
+  it without indexing anything).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from typing import Any
 
-from personsearch_runtime.commands._options import add_model_options
+from personsearch_runtime.commands._options import add_model_options, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,15 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "sources", nargs="*", metavar="SOURCE", help="images, videos, folders or glob patterns (quote globs)"
     )
-    parser.add_argument("--batch", type=int, default=4, help="frames per detector call (default 4)")
+    parser.add_argument("--batch", type=positive_int, default=4, help="frames per detector call (default 4)")
     parser.add_argument(
-        "--every-nth-frame", type=int, default=1, help="keep every K-th video frame (default 1)"
+        "--every-nth-frame",
+        type=positive_int,
+        default=1,
+        help="keep every K-th video frame (default 1); fixed per gallery by its first index run",
     )
     parser.add_argument(
         "--index-factory",
-        default="Flat",
+        default=None,
         help="search index for a new gallery: Flat (exact, default), numpy, or a faiss factory "
-        "string such as IVF4096,Flat or IVF4096,PQ32",
+        "string such as IVF4096,Flat or IVF4096,PQ32; an existing gallery keeps its own",
     )
     parser.add_argument(
         "--delete-source",
@@ -32,16 +56,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="remove this source's detections from the gallery first (repeatable)",
     )
+    parser.add_argument(
+        "--rebuild-index",
+        action="store_true",
+        help="rebuild the search index (index.npz) from gallery.sqlite and save it, e.g. after it was "
+        "reported corrupted; SOURCEs are optional with it",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class _SkipCollector(logging.Handler):
+    """Collects the frame reader's skip records, so that each skip is printed once, in the summary.
+
+    While active, the reader's logger does not pass its records on (they would be printed
+    as they happen and then again in the summary); records that are not skips are still
+    printed to stderr.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.files: list[tuple[str, str]] = []
+        self.frames: list[tuple[str, str]] = []
+        self._logger = logging.getLogger("personsearch_runtime.sources")
+        self._propagate = self._logger.propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        item = getattr(record, "skipped_item", None)
+        if item is None:
+            print(record.getMessage(), file=sys.stderr)
+        elif getattr(record, "skipped_kind", "file") == "frames":
+            self.frames.append(item)
+        else:
+            self.files.append(item)
+
+    def __enter__(self) -> _SkipCollector:
+        self._logger.addHandler(self)
+        self._logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
+
+
 def run(args: argparse.Namespace) -> int:
-    """Index the sources; print a summary. Exit 0 (unreadable files are skipped and counted)."""
+    """Index the sources; print a summary.
+
+    Returns:
+        0, also when some files or frames were skipped (they are named in the summary).
+
+    Raises:
+        PersonSearchError: Bad sources, gallery or settings (printed as one message, exit 2).
+    """
+    from personsearch_runtime.errors import PersonSearchError
     from personsearch_runtime.gallery import GalleryIndex
     from personsearch_runtime.searcher import PersonSearcher
+    from personsearch_runtime.sources import expand_sources
 
-    if not args.sources and not args.delete_source:
-        raise SystemExit("personsearch index: give at least one SOURCE (or --delete-source PATH)")
+    if not args.sources and not args.delete_source and not args.rebuild_index:
+        raise PersonSearchError("give at least one SOURCE (or --delete-source PATH, or --rebuild-index)")
+    # Expanded before any model loads, so a mistyped path fails at once.
+    files = expand_sources(args.sources) if args.sources else []
     searcher = PersonSearcher(
         bundle=args.bundle,
         backend=args.backend,
@@ -49,33 +124,60 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         pipeline=args.pipeline,
     )
+    # Without sources (--delete-source, --rebuild-index) there is nothing to create a gallery for.
     with GalleryIndex.open_for_bundle(
-        args.gallery, searcher.bundle, index_factory=args.index_factory
+        args.gallery, searcher.bundle, index_factory=args.index_factory or "Flat", create=bool(files)
     ) as gallery:
+        # A run without sources reads no frames, so its stride is neither checked nor recorded.
+        gallery.check_settings(
+            every_nth_frame=args.every_nth_frame if files else None, index_factory=args.index_factory
+        )
         for source in args.delete_source:
             removed = gallery.delete_source(source)
             print(f"removed {source}: {removed} detections")
-        if args.delete_source and not args.sources:
+        if args.rebuild_index:
+            gallery.rebuild_index()
+        if not files:
             gallery.save()
+            if args.rebuild_index:
+                count = len(gallery)
+                print(f"rebuilt the search index of {gallery.path} from {count} stored detections")
             return 0
-        summary = searcher.index(
-            gallery,
-            args.sources,
-            every_nth_frame=args.every_nth_frame,
-            progress=not args.no_progress and sys.stderr.isatty(),
-        )
+        with _SkipCollector() as skips:
+            summary = searcher.index(
+                gallery,
+                files,
+                every_nth_frame=args.every_nth_frame,
+                progress=not args.no_progress and sys.stderr.isatty(),
+            )
         info = gallery.info()
+        replaced = list(gallery.replaced_sources)
+    _print_summary(summary, replaced, skips, info)
+    return 0
+
+
+def _print_summary(summary: Any, replaced: list[str], skips: _SkipCollector, info: Any) -> None:
     done = f", {summary.already_done} already done" if summary.already_done else ""
     print(
         f"indexed {summary.frames} frames ({summary.detections} detections) from {summary.sources} sources"
         f"{done} in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} frames/s)"
     )
-    if summary.skipped:
-        print(f"skipped {len(summary.skipped)} unreadable file(s):")
-        for path, reason in summary.skipped:
+    if replaced:
+        print(f"re-indexed {len(replaced)} changed file(s) (their old detections were replaced):")
+        for path in replaced:
+            print(f"  {path}")
+    # The collector saw every skip of this run; the summary's list is the fallback for a
+    # reader that logs nothing (both name the same files).
+    files = skips.files or list(summary.skipped)
+    if files:
+        print(f"skipped {len(files)} unreadable file(s):")
+        for path, reason in files:
+            print(f"  {path}: {reason}")
+    if skips.frames:
+        print(f"skipped undecodable frames in {len(skips.frames)} video(s):")
+        for path, reason in skips.frames:
             print(f"  {path}: {reason}")
     print(
         f"gallery {info.path}: {info.num_sources} sources, {info.num_frames} frames, "
         f"{info.num_detections} detections"
     )
-    return 0

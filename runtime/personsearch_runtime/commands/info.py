@@ -1,8 +1,13 @@
 """``personsearch info``: what a gallery was built with and holds, and which detection path a bundle takes.
 
-``--gallery`` describes the gallery. ``--bundle`` (with ``--backend``, ``--device`` and
-``--pipeline`` as for ``index``, ``query`` and ``bench``) prints the path those commands
-would take on this machine and why, without loading any model.
+``--gallery`` describes the gallery: model, settings (embedding dimension, index kind,
+video frame stride) and counts. It opens the gallery read-only, so it works while
+``personsearch index`` writes it. A path that is a file, a folder that is not a gallery,
+an interrupted creation and a damaged or empty database each get one message (exit 2).
+
+``--bundle`` (with ``--backend``, ``--device`` and ``--pipeline`` as for ``index``,
+``query`` and ``bench``) prints the path those commands would take on this machine and
+why, without loading any model.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the gallery description and/or the bundle's detection path."""
+    """Print the gallery description and/or the bundle's detection path.
+
+    Raises:
+        SystemExit: Neither option given.
+        PersonSearchError: The gallery or bundle cannot be read.
+    """
     from personsearch_runtime.bundle import Bundle
     from personsearch_runtime.searcher import pipeline_for_bundle
 
@@ -36,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         with GalleryIndex.open(args.gallery, readonly=True) as gallery:
             payload = gallery.info().to_json()
         width = max(len(k) for k in payload)
-        lines += [f"{key:<{width}}  {value}" for key, value in payload.items()]
+        lines += [f"{key:<{width}}  {'-' if value is None else value}" for key, value in payload.items()]
     if args.bundle is not None:
         choice = pipeline_for_bundle(
             Bundle.load(args.bundle), backend=args.backend, device=args.device, requested=args.pipeline

@@ -1,24 +1,47 @@
-"""``personsearch query``: find a person (a crop, or a box in a frame) in a gallery."""
+"""``personsearch query``: find a person (a crop, or a box in a frame) in a gallery.
+
+Everything the user typed is checked before the bundle and gallery are loaded: the box
+(four finite numbers, x1 < x2 and y1 < y2; negative values are fine, ``--box -5,10,50,100``
+and ``--box=-5,10,50,100`` both work), the query image (an image file, not a folder, a
+video or a corrupt file, at least ``MIN_QUERY_SIDE`` pixels on a side) and ``--out`` (a
+folder, or a path where one can be made).
+
+A query given as ``--frame`` and ``--box`` leaves out the hits from that frame itself,
+as the PRW protocol leaves the query frame out of the gallery: its best hit would be the
+query person, found where the user already saw them. ``--include-query-frame`` keeps
+them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+import os
 from pathlib import Path
 
 from personsearch_runtime.atomic_files import atomic_write_bytes
-from personsearch_runtime.commands._options import add_model_options
+from personsearch_runtime.commands._options import add_model_options, positive_int
 from personsearch_runtime.errors import PersonSearchError
+
+#: Hits drawn in hits.jpg; hits.json holds all of them.
+DRAWN_HITS = 20
 
 
 def _box(text: str) -> tuple[float, float, float, float]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"must be 4 numbers x1,y1,x2,y2 (pixels), got {text!r}")
     try:
-        values = tuple(float(v) for v in text.split(","))
+        x1, y1, x2, y2 = (float(p) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--box must be x1,y1,x2,y2 numbers, got {text!r}") from None
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"--box must have 4 numbers x1,y1,x2,y2, got {text!r}")
-    return values  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(f"must be 4 numbers x1,y1,x2,y2 (pixels), got {text!r}") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise argparse.ArgumentTypeError(f"must be 4 finite numbers x1,y1,x2,y2 (pixels), got {text!r}")
+    if x2 <= x1 or y2 <= y1:
+        raise argparse.ArgumentTypeError(f"needs x1 < x2 and y1 < y2 (x1,y1,x2,y2 in pixels), got {text!r}")
+    return x1, y1, x2, y2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,43 +49,137 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--gallery", required=True, help="gallery directory built with the same bundle")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--image", help="crop of the person to find")
-    what.add_argument("--frame", help="full frame containing the person (with --box)")
-    parser.add_argument("--box", type=_box, help="x1,y1,x2,y2 of the person in --frame, in pixels")
-    parser.add_argument("--top-k", type=int, default=10, help="hits to return (default 10)")
+    what.add_argument("--image", help="image file: a crop of the person to find")
+    what.add_argument("--frame", help="image file: a full frame containing the person (with --box)")
+    parser.add_argument(
+        "--box",
+        type=_box,
+        help="x1,y1,x2,y2 of the person in --frame, in pixels (negative values allowed: --box=-5,10,50,100)",
+    )
+    parser.add_argument("--top-k", type=positive_int, default=10, help="hits to return (default 10)")
+    parser.add_argument(
+        "--include-query-frame",
+        action="store_true",
+        help="with --frame: keep hits from the query frame itself (left out by default, as the PRW protocol "
+        "does, since the best of them is the query person)",
+    )
     parser.add_argument(
         "--score-weighted",
         action="store_true",
         help="rank by similarity x detection score instead of similarity",
     )
-    parser.add_argument("--out", required=True, help="folder for hits.json and hits.jpg")
+    parser.add_argument("--out", required=True, help="folder for hits.json and hits.jpg (created if missing)")
 
 
-def _read_image(path: str):  # noqa: ANN202 - returns an ndarray
+def _read_image(path: str, option: str):  # noqa: ANN202 - returns an ndarray
+    """Decode the query image, or say exactly why it cannot be used."""
     import cv2
     import numpy as np
 
-    if not Path(path).is_file():
-        raise PersonSearchError(f"query image {path} does not exist")
+    from personsearch_runtime.sources import is_video
+
+    if not path.strip():
+        raise PersonSearchError(f"{option} is empty; give the path of an image file")
+    file = Path(path)
+    if file.is_dir():
+        raise PersonSearchError(
+            f"{option} {path} is a folder; {option} expects one image file (e.g. person.jpg)"
+        )
+    if not file.exists():
+        raise PersonSearchError(f"{option} {path} does not exist; give the path of an image file")
+    if not file.is_file():
+        raise PersonSearchError(f"{option} {path} is not a regular file; give an image file (JPEG, PNG, ...)")
+    if is_video(file):
+        raise PersonSearchError(
+            f"{option} {path} is a video; {option} expects an image: save the frame that shows the person "
+            "as a .jpg or .png and give that"
+        )
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise PersonSearchError(f"query image {path} is not a readable image")
+        raise PersonSearchError(
+            f"{option} {path} is not a readable image (empty, corrupt or not an image format OpenCV "
+            "decodes); give a JPEG, PNG, BMP or TIFF file"
+        )
     return image
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` where the two result files cannot go, before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise PersonSearchError(
+            f"--out {out} is a file; --out is the folder that receives hits.json and hits.jpg: give a "
+            "folder path (it is created when missing)"
+        )
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise PersonSearchError(f"--out {out} cannot be created: {ancestor} is a file, not a folder")
+    for name in ("hits.json", "hits.jpg"):
+        if (out / name).is_dir():
+            raise PersonSearchError(
+                f"{out / name} is a folder, but query writes its {name} file there; move that folder "
+                "away or give another --out"
+            )
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _search_box_elsewhere(searcher, gallery, frame, args: argparse.Namespace) -> list:  # noqa: ANN001
+    """``search_box`` without the hits from the query frame itself, unless asked to keep them.
+
+    The gallery is asked for more hits until ``--top-k`` remain after leaving the query
+    frame's detections out, or the whole gallery has been ranked.
+    """
+    if args.include_query_frame:
+        return searcher.search_box(
+            gallery, frame, args.box, top_k=args.top_k, score_weighted=args.score_weighted
+        )
+    wanted = args.top_k
+    while True:
+        hits = searcher.search_box(gallery, frame, args.box, top_k=wanted, score_weighted=args.score_weighted)
+        kept = [h for h in hits if not _same_file(h.source, args.frame)]
+        if len(kept) >= args.top_k or len(hits) < wanted or wanted >= len(gallery):
+            break
+        wanted = min(2 * wanted + len(hits) - len(kept), len(gallery))
+    return [dataclasses.replace(h, rank=rank) for rank, h in enumerate(kept[: args.top_k], 1)]
 
 
 def run(args: argparse.Namespace) -> int:
     """Search, write hits.json and hits.jpg, print the ranked list."""
     from personsearch_runtime.drawing import draw_hits
     from personsearch_runtime.gallery import GalleryIndex
+    from personsearch_runtime.preprocess import MIN_QUERY_SIDE
     from personsearch_runtime.searcher import PersonSearcher
 
     if args.frame is not None and args.box is None:
-        raise SystemExit("personsearch query: --frame needs --box x1,y1,x2,y2")
+        raise PersonSearchError("--frame needs --box x1,y1,x2,y2 (the person's box in that frame, in pixels)")
     if args.image is not None and args.box is not None:
-        raise SystemExit("personsearch query: --box goes with --frame, not --image")
-    if args.top_k < 1:
-        raise SystemExit("personsearch query: --top-k must be >= 1")
+        raise PersonSearchError("--box goes with --frame, not with --image (a crop is its own box)")
+    if args.top_k < 1:  # argparse checks the command line; this guards callers building args by hand
+        raise PersonSearchError(f"--top-k must be >= 1, got {args.top_k}")
+    if not args.out.strip():
+        # Path("") is "." : an empty --out (an unset shell variable) would write into the current folder.
+        raise PersonSearchError("--out is empty; give a folder for hits.json and hits.jpg")
+    out = Path(args.out)
+    _check_out(out)
+    if args.image is not None:
+        query = _read_image(args.image, "--image")
+        height, width = query.shape[:2]
+        if min(height, width) < MIN_QUERY_SIDE:
+            raise PersonSearchError(
+                f"--image {args.image} is {width}x{height} pixels (WxH); a query crop must be at least "
+                f"{MIN_QUERY_SIDE}x{MIN_QUERY_SIDE} to show a person: give a larger crop, or the full frame "
+                "with --frame and --box"
+            )
+    else:
+        query = _read_image(args.frame, "--frame")
     searcher = PersonSearcher(
         bundle=args.bundle, backend=args.backend, device=args.device, batch_size=1, pipeline=args.pipeline
     )
@@ -74,14 +191,9 @@ def run(args: argparse.Namespace) -> int:
         if len(gallery) == 0:
             raise PersonSearchError(f"gallery {args.gallery} is empty; index some images or videos first")
         if args.image is not None:
-            query = _read_image(args.image)
             hits = searcher.search_crop(gallery, query, top_k=args.top_k, score_weighted=args.score_weighted)
         else:
-            query = _read_image(args.frame)
-            hits = searcher.search_box(
-                gallery, query, args.box, top_k=args.top_k, score_weighted=args.score_weighted
-            )
-    out = Path(args.out)
+            hits = _search_box_elsewhere(searcher, gallery, query, args)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
         "query": {"image": args.image, "frame": args.frame, "box": list(args.box) if args.box else None},
@@ -90,11 +202,12 @@ def run(args: argparse.Namespace) -> int:
         "score_weighted": args.score_weighted,
         "hits": [h.to_json() for h in hits],
     }
-    atomic_write_bytes(out / "hits.json", json.dumps(payload, indent=2).encode("utf-8"))
-    picture = draw_hits(query, hits, out / "hits.jpg", query_box=args.box)
+    atomic_write_bytes(out / "hits.json", json.dumps(payload, indent=2, allow_nan=False).encode("utf-8"))
+    picture = draw_hits(query, hits[:DRAWN_HITS], out / "hits.jpg", query_box=args.box)
     for h in hits:
         where = f"frame {h.frame_index} ({h.timestamp:.2f} s)" if h.timestamp is not None else "image"
         box = ",".join(f"{v:.0f}" for v in h.box)
         print(f"#{h.rank:<3} sim {h.similarity:.3f}  score {h.score:.2f}  {h.source} {where} box {box}")
-    print(f"wrote {out / 'hits.json'} and {picture}")
+    shown = f" (the picture shows the best {DRAWN_HITS} of {len(hits)})" if len(hits) > DRAWN_HITS else ""
+    print(f"wrote {out / 'hits.json'} and {picture}{shown}")
     return 0
