@@ -53,7 +53,7 @@ def output_hw(output_size: int | Sequence[int], op_name: str) -> tuple[int, int]
 def rois_tensor(
     rois: torch.Tensor | Sequence[torch.Tensor], features: torch.Tensor, op_name: str
 ) -> torch.Tensor:
-    """Return rois as a contiguous float32 [K, 5] tensor on the features' device.
+    """Return rois as a contiguous [K, 5] tensor on the features' device, in :func:`roi_dtype`.
 
     Args:
         rois: [K, 5] rows (batch_index, x1, y1, x2, y2), or a list with one [L_i, 4] (x1, y1,
@@ -62,8 +62,9 @@ def rois_tensor(
         op_name: public function name for the message.
 
     Returns:
-        [K, 5] float32 rois in image coordinates.
+        [K, 5] rois in image coordinates: float64 for float64 features, float32 otherwise.
     """
+    dtype = roi_dtype(features)
     if isinstance(rois, (list, tuple)):
         for i, boxes in enumerate(rois):
             if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
@@ -72,14 +73,11 @@ def rois_tensor(
                     f"{op_name}: rois[{i}] must be an [L, 4] (x1, y1, x2, y2) tensor, got {shape}"
                 )
         if len(rois) == 0:
-            return torch.zeros((0, 5), dtype=torch.float32, device=features.device)
+            return torch.zeros((0, 5), dtype=dtype, device=features.device)
         index = torch.cat(
-            [
-                torch.full((b.shape[0], 1), float(i), dtype=torch.float32, device=b.device)
-                for i, b in enumerate(rois)
-            ]
+            [torch.full((b.shape[0], 1), float(i), dtype=dtype, device=b.device) for i, b in enumerate(rois)]
         )
-        rois = torch.cat([index, torch.cat([b.to(torch.float32) for b in rois])], dim=1)
+        rois = torch.cat([index, torch.cat([b.to(dtype) for b in rois])], dim=1)
     if not isinstance(rois, torch.Tensor):
         raise TypeError(f"{op_name}: rois must be a [K, 5] tensor or a list of [L, 4] tensors")
     if rois.dim() != 2 or rois.shape[1] != 5:
@@ -91,7 +89,20 @@ def rois_tensor(
         raise TypeError(f"{op_name}: rois must be a floating tensor, got {rois.dtype}")
     if rois.device != features.device:
         raise ValueError(f"{op_name}: rois are on {rois.device} but features are on {features.device}")
-    return rois.to(torch.float32).contiguous()
+    return rois.to(dtype).contiguous()
+
+
+def roi_dtype(features: torch.Tensor) -> torch.dtype:
+    """Return the dtype the kernels take rois in for ``features``: never below float32.
+
+    float64 features get float64 rois, so a float64 pooling rounds no coordinate to float32
+    (and agrees with torchvision's float64 kernel to rounding); every other feature dtype
+    gets float32 rois (box coordinates in half precision would be off by whole pixels).
+
+    Args:
+        features: [N, C, H, W] feature map.
+    """
+    return torch.float64 if features.dtype == torch.float64 else torch.float32
 
 
 def batch_indices_checked_on_host(rois: torch.Tensor) -> bool:
@@ -116,7 +127,7 @@ def check_batch_indices(rois: torch.Tensor, batch: int, op_name: str) -> None:
     :func:`batch_indices_checked_on_host` is True: it reads the indices.
 
     Args:
-        rois: [K, 5] float32 rois on the CPU.
+        rois: [K, 5] rois on the CPU.
         batch: number of images in the feature batch.
         op_name: public function name for the message.
     """

@@ -75,7 +75,8 @@ def map_roi_levels(
     """Assign each box a pyramid level index with torchvision's LevelMapper.
 
     level = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6), clamped to
-    [k_min, k_max], returned as level - k_min. Computed in float32 like torchvision.
+    [k_min, k_max], returned as level - k_min. Computed in the boxes' dtype like torchvision:
+    float64 for float64 boxes, float32 for every other dtype.
 
     Args:
         boxes: [K, 4] (x1, y1, x2, y2) image-pixel boxes.
@@ -87,7 +88,7 @@ def map_roi_levels(
     Returns:
         [K] int64 indices into the level list.
     """
-    boxes = boxes.to(torch.float32)
+    boxes = boxes.to(torch.float64 if boxes.dtype == torch.float64 else torch.float32)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     s = torch.sqrt(area)
     levels = torch.floor(

@@ -40,7 +40,8 @@ def roi_align(
         features: [N, C, H, W] float32, float16, bfloat16 or float64 feature map; contiguous
             or channels-last (channels-last takes the faster, coalesced kernels).
         rois: [K, 5] float rows (batch_index, x1, y1, x2, y2) in image pixels, or a list of N
-            [L_i, 4] (x1, y1, x2, y2) tensors, one per image. Converted to float32.
+            [L_i, 4] (x1, y1, x2, y2) tensors, one per image. Converted to float32 (float64
+            for float64 features).
         output_size: PH = PW = output_size, or (PH, PW).
         spatial_scale: image-to-feature scale, e.g. 1/16 for a stride-16 map.
         sampling_ratio: bilinear samples per bin and axis; <= 0 means adaptive
@@ -102,7 +103,7 @@ def torchvision_roi_align(
 
     Args:
         features: [N, C, H, W] feature map.
-        rois: [K, 5] float32 rois.
+        rois: [K, 5] rois (float32, or float64 with float64 features).
         output_size: (PH, PW).
         spatial_scale: image-to-feature scale.
         sampling_ratio: samples per bin and axis (<= 0 adaptive).

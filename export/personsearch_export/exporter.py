@@ -1,8 +1,10 @@
 """Checkpoint -> bundle: graphs, manifest and measured parity, written atomically.
 
-The bundle is assembled in a hidden temporary folder next to the target and renamed
-into place only after the manifest validates and parity has run, so an interrupted
-export never leaves a half-written bundle where the runtime would look.
+The bundle is assembled in a hidden temporary folder next to the target and swapped into
+place only after the manifest validates and parity has run, so an interrupted export never
+leaves a half-written bundle where the runtime would look, nor removes the bundle it was
+replacing. ``--overwrite`` replaces only a folder that is a bundle holding nothing but what
+the exporter writes (:mod:`personsearch_export.bundle_folder`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,20 @@ import onnx
 import torch
 from personsearch_runtime.bundle import Manifest, Provenance, write_manifest
 
+from personsearch_export.bundle_folder import (
+    PARITY_FILE,
+    check_output_folder,
+    install_bundle,
+    new_bundle_folder,
+    open_bundle,
+)
 from personsearch_export.checkpoint_io import LoadedCheckpoint, load_checkpoint
 from personsearch_export.engine_build import write_json_atomic
 from personsearch_export.errors import ExportError
 from personsearch_export.families import ExportRequest, get_export_family
 from personsearch_export.image_profile import ImageProfile, parse_image_size
 from personsearch_export.onnx_export import check_opset
-from personsearch_export.parity import PARITY_FILE, load_scene_images
+from personsearch_export.parity import load_scene_images
 from personsearch_export.precision import convert_file_to_fp16
 
 __all__ = ["ImageProfile", "export_bundle", "export_graphs", "parse_image_size"]
@@ -37,6 +45,20 @@ def _versions() -> dict[str, str]:
     import personsearch_train
 
     return {"trainer": personsearch_train.__version__, "torch": torch.__version__, "onnx": onnx.__version__}
+
+
+def _check_sizes(max_detections: int | None, max_batch: int) -> None:
+    # Checked before any tracing: a 0 would otherwise mean "the model's default" (top-K)
+    # or surface as a manifest field error after minutes of work (batch).
+    if max_detections is not None and max_detections < 1:
+        raise ExportError(f"--max-detections must be >= 1, got {max_detections}")
+    if max_batch < 1:
+        raise ExportError(f"--max-batch must be >= 1, got {max_batch}")
+
+
+def _check_parity_cases(parity_cases: int) -> None:
+    if parity_cases < 0:
+        raise ExportError(f"--parity-cases must be >= 0 (extra random-size cases), got {parity_cases}")
 
 
 def export_graphs(
@@ -78,6 +100,7 @@ def export_graphs(
     check_opset(opset)
     if precision not in PRECISIONS:
         raise ExportError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    _check_sizes(max_detections, max_batch)
     description = loaded.method.export_description()
     family = get_export_family(description.family)
     unknown = sorted(set(description.graphs) - set(family.roles))
@@ -147,7 +170,9 @@ def export_bundle(
         max_batch: Largest detector batch.
         scenes_dir: Images for the parity check (default: generate the tiny synthetic set).
         parity_cases: Random-size parity cases besides the opt-size one.
-        overwrite: Replace an existing bundle at ``out``.
+        overwrite: Replace the bundle at ``out``; only a folder holding a bundle and
+            nothing but what the exporter writes is replaced (an empty folder needs no
+            ``overwrite``).
         rpn_pre_nms_top_n: Anchors the RPN keeps before NMS (see :func:`export_graphs`);
             the parity reference runs with the same count.
 
@@ -155,21 +180,26 @@ def export_bundle(
         The parity report; its ``rpn_pre_nms_top_n`` says which count the graphs use.
 
     Raises:
-        ExportError: Bad options, an existing ``out`` without ``overwrite``, or a
-            checkpoint that cannot be exported (the message says which and why).
+        ExportError: Bad options, an ``out`` that may not be written (a file, a non-empty
+            folder without ``overwrite``, a folder that is not a bundle or holds files the
+            exporter did not write), or a checkpoint that cannot be exported (the message
+            says which and why).
     """
     out = Path(out)
+    if out.name in ("", ".", ".."):
+        # "." or "..": the bundle folder needs a name of its own for its hidden siblings.
+        out = Path(os.path.abspath(out))
     check_opset(opset)
     if precision not in PRECISIONS:
         raise ExportError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     profile = parse_image_size(image_size) if image_size else None
     if rpn_pre_nms_top_n is not None and rpn_pre_nms_top_n < 1:
         raise ExportError(f"--rpn-pre-nms-top-n must be >= 1, got {rpn_pre_nms_top_n}")
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out} already exists; choose another --out or pass --overwrite")
+    _check_sizes(max_detections, max_batch)
+    _check_parity_cases(parity_cases)
+    check_output_folder(out, overwrite=overwrite)
     loaded = load_checkpoint(checkpoint)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = new_bundle_folder(out)
     try:
         export_graphs(
             loaded,
@@ -186,13 +216,7 @@ def export_bundle(
             tmp, loaded.model, scenes=load_scene_images(scenes_dir), random_cases=parity_cases
         )
         write_json_atomic(tmp / PARITY_FILE, report)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        install_bundle(tmp, out, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -204,12 +228,22 @@ def verify_bundle(
 ) -> dict[str, Any]:
     """Re-run the parity check of an existing bundle and rewrite its ``parity.json``.
 
-    Raises:
-        ExportError: When the checkpoint is not the one the bundle was exported from.
-    """
-    from personsearch_runtime.bundle import Bundle
+    Args:
+        bundle: The bundle folder.
+        checkpoint: The run folder or checkpoint file it was exported from.
+        scenes_dir: Images for the check (default: generate the tiny synthetic set).
+        parity_cases: Random-size parity cases besides the opt-size one (>= 0).
 
-    loaded_bundle = Bundle.load(bundle)
+    Returns:
+        The parity report (also written to ``BUNDLE/parity.json``).
+
+    Raises:
+        ExportError: A bad ``parity_cases``, a path that is not a bundle folder, a
+            corrupted graph, or a checkpoint other than the one the bundle was exported from.
+        BundleError: A missing or invalid manifest or graph file.
+    """
+    _check_parity_cases(parity_cases)
+    loaded_bundle = open_bundle(bundle)
     loaded = load_checkpoint(checkpoint)
     if loaded.weights_sha256 != loaded_bundle.model_hash:
         raise ExportError(
@@ -219,9 +253,9 @@ def verify_bundle(
         )
     family = get_export_family(loaded.method.export_description().family)
     report = family.parity(
-        Path(bundle), loaded.model, scenes=load_scene_images(scenes_dir), random_cases=parity_cases
+        loaded_bundle.root, loaded.model, scenes=load_scene_images(scenes_dir), random_cases=parity_cases
     )
-    write_json_atomic(Path(bundle) / PARITY_FILE, report)
+    write_json_atomic(loaded_bundle.root / PARITY_FILE, report)
     return report
 
 

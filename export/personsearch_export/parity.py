@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from personsearch_export.bundle_folder import PARITY_FILE
 from personsearch_export.errors import ExportError
 from personsearch_export.onnx_export import read_rpn_pre_nms_top_n
 
 __all__ = ["PARITY_FILE", "TOLERANCES", "OnnxSearchModel", "load_scene_images", "run_parity"]
 
-PARITY_FILE = "parity.json"
 
 #: Per-precision pass thresholds: boxes in pixels (max abs), scores (max abs), embeddings
 #: (min cosine similarity between matched rows); fp32 detection counts must be equal,

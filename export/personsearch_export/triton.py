@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from personsearch_runtime.bundle import Bundle, ModelSpec, TensorSpec
 
+from personsearch_export.bundle_folder import ENGINE_DIR, new_bundle_folder
 from personsearch_export.errors import ExportError
 
 __all__ = ["BACKENDS", "TritonModelConfig", "model_config", "write_repository"]
@@ -214,12 +214,21 @@ def write_repository(
         Triton model name -> config written.
 
     Raises:
-        ExportError: Unknown backend/role, an existing non-empty ``out``, missing engines.
+        ExportError: Unknown backend/role, an ``out`` that is a file or a non-empty folder,
+            fewer than one instance, a negative queue delay, missing engines.
     """
     if backend not in BACKENDS:
         raise ExportError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if instance_count < 1:
+        raise ExportError(
+            f"--instances must be >= 1 (Triton needs an instance per device), got {instance_count}"
+        )
+    if max_queue_delay_us < 0:
+        raise ExportError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a new folder for the model repository")
+    if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty; choose a new --out folder")
     models = bundle.manifest.models
     roles = list(roles) if roles else list(models)
@@ -229,9 +238,9 @@ def write_repository(
     kind = instance_kind or ("KIND_GPU" if backend == "tensorrt" else "KIND_CPU")
     if kind not in ("KIND_GPU", "KIND_CPU"):
         raise ExportError(f"instance kind must be KIND_GPU or KIND_CPU, got {kind!r}")
-    engines = Path(engine_dir) if engine_dir is not None else bundle.root / "engines"
+    engines = Path(engine_dir) if engine_dir is not None else bundle.root / ENGINE_DIR
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = new_bundle_folder(out)
     configs: dict[str, TritonModelConfig] = {}
     try:
         for role in roles:

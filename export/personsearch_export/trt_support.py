@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
+
+from personsearch_export.errors import ExportError
 
 __all__ = [
     "TRT_OPSET_RANGE",
@@ -744,7 +747,23 @@ def lint_path(path: str | Path) -> list[Finding]:
 
     Returns:
         The findings, each with ``model`` set to the file name.
+
+    Raises:
+        ExportError: The file cannot be read or is not an ONNX model (empty, truncated,
+            corrupted).
     """
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise ExportError(
+            f"{path} is not a readable ONNX model (truncated or corrupted: {exc}); "
+            "re-export it or copy it again"
+        ) from None
+    # An empty file parses as an empty ModelProto: no IR version, no graph.
+    if model.ir_version == 0 or not model.HasField("graph"):
+        raise ExportError(
+            f"{path} is not an ONNX model (empty, or truncated before its graph); "
+            "re-export it or copy it again"
+        )
     return [Finding(f.severity, f.code, f.message, f.node, path.name) for f in lint_model(model)]

@@ -331,11 +331,22 @@ def _parse_times(path: Path) -> list[dict[str, float]]:
             raise TrtexecReportError(
                 f"{path}: entry [{i}] lacks {', '.join(missing)}; this is not trtexec --exportTimes output"
             )
-        try:
-            records.append({k: float(rec[k]) for k in _TIME_KEYS})
-        except (TypeError, ValueError):
-            raise TrtexecReportError(f"{path}: entry [{i}] has a non-numeric time") from None
+        record = {k: _finite_number(rec[k], path, i, k) for k in _TIME_KEYS}
+        records.append(record)
     return records
+
+
+def _finite_number(value: Any, path: Path, index: int, key: str) -> float:
+    """A time field as a finite float; a truncated or hand-edited file gets a message, not a traceback."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TrtexecReportError(
+            f"{path}: entry [{index}] has a non-numeric {key} ({value!r}); this is not trtexec output"
+        ) from None
+    if not math.isfinite(number):
+        raise TrtexecReportError(f"{path}: entry [{index}] has a non-finite {key} ({value!r}); rerun trtexec")
+    return number
 
 
 def _parse_profile(path: Path) -> list[dict[str, Any]]:
@@ -351,10 +362,10 @@ def _parse_profile(path: Path) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": str(rec["name"]),
-                "time_ms": float(rec["timeMs"]),
-                "average_ms": float(rec["averageMs"]),
-                "median_ms": float(rec.get("medianMs", rec["averageMs"])),
-                "percentage": float(rec["percentage"]),
+                "time_ms": _finite_number(rec["timeMs"], path, i, "timeMs"),
+                "average_ms": _finite_number(rec["averageMs"], path, i, "averageMs"),
+                "median_ms": _finite_number(rec.get("medianMs", rec["averageMs"]), path, i, "medianMs"),
+                "percentage": _finite_number(rec["percentage"], path, i, "percentage"),
             }
         )
     rows.sort(key=lambda r: r["time_ms"], reverse=True)

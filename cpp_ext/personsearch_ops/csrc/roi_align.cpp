@@ -35,7 +35,10 @@ void check_pooling_args(int64_t pooled_height, int64_t pooled_width, const char*
 void check_rois(const at::Tensor& rois, const at::Tensor& features, int64_t batch, const char* op_name) {
   TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op_name,
               ": rois must be [K, 5] rows (batch_index, x1, y1, x2, y2), got shape ", rois.sizes());
-  TORCH_CHECK(rois.scalar_type() == at::kFloat, op_name, ": rois must be float32, got ", rois.scalar_type());
+  // float64 features take float64 rois so that no coordinate is rounded to float32 on the way.
+  const at::ScalarType roi_type = features.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(rois.scalar_type() == roi_type, op_name, ": rois must be ", roi_type == at::kDouble ? "float64" : "float32",
+              " for ", features.scalar_type(), " features, got ", rois.scalar_type());
   TORCH_CHECK(rois.device() == features.device(), op_name, ": rois are on ", rois.device(),
               " but features are on ", features.device());
   // Reading the indices of a device tensor would copy them to the host and stall the stream on

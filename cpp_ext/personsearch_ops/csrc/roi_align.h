@@ -23,10 +23,11 @@ struct LevelMapping {
 // happens for C == 1 or H == W == 1: those take the NCHW path).
 bool is_channels_last(const at::Tensor& t);
 
-// Checks rois ([K, 5] float32, same device as the features) and, for CPU tensors only, that every
-// batch index lies in [0, batch); throws c10::Error naming the first offending RoI. Device tensors
-// get the shape, dtype and device checks alone (no host read-back, so no synchronisation); their
-// kernels skip out-of-range RoIs (zero output, no gradient).
+// Checks rois ([K, 5]; float64 for float64 features, float32 otherwise; same device as the
+// features) and, for CPU tensors only, that every batch index lies in [0, batch); throws
+// c10::Error naming the first offending RoI. Device tensors get the shape, dtype and device
+// checks alone (no host read-back, so no synchronisation); their kernels skip out-of-range RoIs
+// (zero output, no gradient).
 void check_rois(const at::Tensor& rois, const at::Tensor& features, int64_t batch, const char* op_name);
 
 // Checks one feature map: 4-D, floating dtype, and (for levels after the first) the same

@@ -73,11 +73,12 @@ def default_roles(manifest: Manifest) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Build the engines; print one line per engine."""
-    from personsearch_runtime.bundle import Bundle
-
+    from personsearch_export.bundle_folder import ENGINE_DIR, open_bundle
     from personsearch_export.engine_build import build_engine, current_gpu, model_profile, timing_cache_path
 
-    bundle = Bundle.load(args.bundle)
+    if args.workspace_mb < 1:
+        raise ExportError(f"--workspace-mb must be >= 1, got {args.workspace_mb}")
+    bundle = open_bundle(args.bundle)
     manifest = bundle.manifest
     if args.precision and args.precision != manifest.precision:
         raise ExportError(
@@ -88,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
     for role in roles:
         if role not in manifest.models:
             bundle.model_path(role)  # raises BundleError naming the present roles
+    out = Path(args.out) if args.out else bundle.root / ENGINE_DIR
+    # Checked before TensorRT is even imported: a wrong path should not cost a build.
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a folder for the engines")
+    if args.timing_cache and Path(args.timing_cache).exists() and not Path(args.timing_cache).is_dir():
+        raise ExportError(f"--timing-cache {args.timing_cache} is a file; give a folder")
     try:
         import tensorrt as trt
     except ImportError:
@@ -97,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
         Path(args.timing_cache) if args.timing_cache else Path.home() / ".cache" / "personsearch" / "trt"
     )
     cache = timing_cache_path(cache_dir, gpu, trt.__version__)
-    out = Path(args.out) if args.out else bundle.root / "engines"
     for role in roles:
         plan = out / f"{role}.plan"
         sidecar = build_engine(

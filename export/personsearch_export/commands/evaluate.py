@@ -17,6 +17,8 @@ from personsearch_train.commands import evaluate as trainer_evaluate
 from personsearch_train.data.registry import load_split
 from personsearch_train.errors import TrainerError
 
+from personsearch_export.bundle_folder import open_bundle
+
 if TYPE_CHECKING:
     from personsearch_train.data.structures import PersonSearchSplit
     from personsearch_train.evaluation.predictions import SearchPredictions
@@ -102,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     options = trainer_evaluate.eval_options_from_args(args)
     if args.gt_boxes:
         raise TrainerError("--gt-boxes is a --checkpoint option; a bundle is evaluated on its own detections")
+    # The bundle's structure is checked before the test split is read (which can take a
+    # while); the searcher checks its hashes when it loads it.
+    open_bundle(args.bundle, verify_hashes=False)
     split = load_split(options.dataset, args.root, "test")
     predictions = predictions_from_bundle(
         args.bundle,

@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the repository and list its models."""
-    from personsearch_runtime.bundle import Bundle
+    from personsearch_export.bundle_folder import open_bundle
 
-    bundle = Bundle.load(args.bundle)
+    bundle = open_bundle(args.bundle)
     configs = write_repository(
         bundle,
         args.out,

@@ -1,12 +1,18 @@
-"""``personsearch lint-trt``: check a bundle's ONNX graphs against TensorRT's ONNX parser."""
+"""``personsearch lint-trt``: check a bundle's ONNX graphs against TensorRT's ONNX parser.
+
+A bundle's graphs are checked against the SHA-256 its manifest records before they are
+linted (a truncated or damaged copy is reported as corrupted, exit 2); a bare ``.onnx``
+file has no recorded hash, so only its readability is checked.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from personsearch_export.bundle_folder import open_bundle
+from personsearch_export.engine_build import write_json_atomic
 from personsearch_export.errors import ExportError
 from personsearch_export.trt_support import TRT_TABLE_SOURCE, Finding, lint_path
 
@@ -23,27 +29,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _targets(path: Path, roles: list[str] | None) -> list[Path]:
     if path.is_dir():
-        from personsearch_runtime.bundle import Bundle
-
-        bundle = Bundle.load(path, verify_hashes=False)
+        bundle = open_bundle(path)
         chosen = roles or list(bundle.manifest.models)
         return [bundle.model_path(role) for role in chosen]
     if path.suffix != ".onnx" or not path.is_file():
-        raise ExportError(f"{path} is neither a bundle directory nor an .onnx file")
+        what = "does not exist" if not path.exists() else "is neither a bundle directory nor an .onnx file"
+        raise ExportError(f"{path} {what}; pass bundle folders or .onnx files")
     return [path]
 
 
 def lint_targets(paths: list[Path], roles: list[str] | None = None) -> dict[str, list[Finding]]:
     """Lint every model named by ``paths`` (bundles expand to their models).
 
+    Every path is opened (and a bundle's hashes checked) before any graph is linted, so a
+    bad path is reported before minutes of work.
+
+    Args:
+        paths: Bundle folders and ``.onnx`` files.
+        roles: Only these roles of each bundle; all when None.
+
     Returns:
         File path -> findings.
+
+    Raises:
+        ExportError: A path that is neither, a corrupted bundle graph, an unreadable ONNX file.
+        BundleError: A bundle without a valid manifest, or without a requested role.
     """
-    results: dict[str, list[Finding]] = {}
-    for path in paths:
-        for target in _targets(path, roles):
-            results[str(target)] = lint_path(target)
-    return results
+    targets = [target for path in paths for target in _targets(path, roles)]
+    return {str(target): lint_path(target) for target in targets}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         problems += errors + (warnings if args.strict else 0)
     print(f"checked against {TRT_TABLE_SOURCE}")
     if args.json:
-        payload = {t: [f.to_dict() for f in fs] for t, fs in results.items()}
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(args.json, {t: [f.to_dict() for f in fs] for t, fs in results.items()})
     if problems:
         print(f"lint-trt: {problems} problem(s) found", file=sys.stderr)
         return 1

@@ -7,7 +7,11 @@ import os
 import shlex
 from pathlib import Path
 
+from personsearch_runtime.atomic_files import atomic_write_bytes
+
+from personsearch_export.bundle_folder import ENGINE_DIR, TRTEXEC_DIR, open_bundle
 from personsearch_export.engine_build import model_profile
+from personsearch_export.errors import ExportError
 from personsearch_export.trtexec import TRT_MAJORS, TrtexecCommands, trtexec_commands
 
 
@@ -17,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trt", choices=["10", "11", "both"], default="both", help="TensorRT flag set")
     parser.add_argument("--out", metavar="DIR", help="write trtexec_trt<N>.sh scripts into DIR")
     parser.add_argument("--models", nargs="+", metavar="ROLE", help="only these roles (default: all)")
-    parser.add_argument("--engine-dir", default="engines", help="where plans go, relative to the bundle")
+    parser.add_argument("--engine-dir", default=ENGINE_DIR, help="where plans go, relative to the bundle")
     parser.add_argument(
-        "--results-dir", default="trtexec", help="where JSON exports go, relative to the bundle"
+        "--results-dir", default=TRTEXEC_DIR, help="where JSON exports go, relative to the bundle"
     )
     parser.add_argument("--timing-cache", metavar="FILE", help="--timingCacheFile for every build")
     parser.add_argument("--workspace-mb", type=int, default=4096)
@@ -29,10 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def commands_for_bundle(args: argparse.Namespace) -> list[TrtexecCommands]:
-    """Build the command pairs the options ask for."""
-    from personsearch_runtime.bundle import Bundle
+    """Build the command pairs the options ask for.
 
-    bundle = Bundle.load(args.bundle, verify_hashes=False)
+    The bundle's graphs are checked against their recorded hashes first: a build from a
+    corrupted copy would fail only after trtexec had run for minutes.
+    """
+    if args.workspace_mb < 1:
+        raise ExportError(f"--workspace-mb must be >= 1, got {args.workspace_mb}")
+    bundle = open_bundle(args.bundle)
     majors = TRT_MAJORS if args.trt == "both" else (int(args.trt),)
     roles = args.models or list(bundle.manifest.models)
     root = bundle.root
@@ -64,6 +72,8 @@ def commands_for_bundle(args: argparse.Namespace) -> list[TrtexecCommands]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the commands; with --out also write one shell script per TensorRT major."""
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ExportError(f"--out {args.out} is a file; give a folder for the trtexec_trt<N>.sh scripts")
     commands = commands_for_bundle(args)
     root = Path(args.bundle)
     scripts: dict[int, list[str]] = {}
@@ -90,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
         print(text)
         if args.out:
             out_dir = Path(args.out)
-            out_dir.mkdir(parents=True, exist_ok=True)
             header = [
                 "#!/usr/bin/env bash",
                 f"# trtexec commands for TensorRT {major}.x, bundle {root}",
@@ -98,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
                 shlex.join(["mkdir", "-p", str(root / args.engine_dir), str(root / args.results_dir)]),
                 "",
             ]
-            script = out_dir / f"trtexec_trt{major}.sh"
-            script.write_text("\n".join(header) + text, encoding="utf-8")
+            script = atomic_write_bytes(
+                out_dir / f"trtexec_trt{major}.sh", ("\n".join(header) + text).encode()
+            )
             os.chmod(script, 0o755)
     return 0

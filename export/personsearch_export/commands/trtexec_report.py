@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from personsearch_export.engine_build import write_json_atomic
+from personsearch_export.errors import TrtexecReportError
 from personsearch_export.trtexec import format_report, load_report
 
 
@@ -20,11 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table (and write JSON when asked)."""
+    if args.top_layers < 0:
+        raise TrtexecReportError(f"--top-layers must be >= 0, got {args.top_layers}")
     report = load_report(args.times, args.profile, batch=args.batch)
     if args.json == "-":
         print(json.dumps(report.to_json(), indent=2))
         return 0
     print(format_report(report, top_layers=args.top_layers), end="")
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(args.json, report.to_json())
     return 0

@@ -12,6 +12,10 @@
 // input runs the same passes with the channel as the innermost, contiguous loop.
 // Work is split with at::parallel_for over (RoI, channel block) in forward and over channel
 // blocks in backward (so no two threads add into the same gradient element).
+// Precision: rois are float32 with float32/float16/bfloat16 features and float64 with float64
+// features, and every coordinate, level-mapping and tap computation runs in the features'
+// accumulation type (float64 for float64), so float64 results agree with torchvision's float64
+// kernel to rounding (~1e-15) rather than to float32's ~1e-7.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
@@ -20,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../roi_align.h"
@@ -57,21 +62,28 @@ struct Plans {
   std::vector<A> x_weight;
 };
 
-// torchvision LevelMapper in float32 (as torchvision computes it on float32 boxes).
-int64_t map_level(const float* roi, int64_t num_levels, const LevelMapping& mapping) {
-  const float area = (roi[3] - roi[1]) * (roi[4] - roi[2]);
-  float level = std::floor(static_cast<float>(mapping.canonical_level) +
-                           std::log2(std::sqrt(area) / static_cast<float>(mapping.canonical_scale)) + 1e-6f);
-  const float lo = static_cast<float>(mapping.k_min);
-  const float hi = static_cast<float>(mapping.k_min + num_levels - 1);
+// The rois' element type for features of type T: float64 for float64 features (so float64
+// pooling keeps float64 coordinates end to end), float32 otherwise.
+template <typename T>
+using roi_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// torchvision LevelMapper in the rois' dtype (as torchvision computes it on its boxes: float32
+// for float32 boxes, float64 for float64 ones).
+template <typename R>
+int64_t map_level(const R* roi, int64_t num_levels, const LevelMapping& mapping) {
+  const R area = (roi[3] - roi[1]) * (roi[4] - roi[2]);
+  R level = std::floor(static_cast<R>(mapping.canonical_level) +
+                       std::log2(std::sqrt(area) / static_cast<R>(mapping.canonical_scale)) + static_cast<R>(1e-6));
+  const R lo = static_cast<R>(mapping.k_min);
+  const R hi = static_cast<R>(mapping.k_min + num_levels - 1);
   if (!(level == level)) level = lo;
   level = std::min(std::max(level, lo), hi);
   return static_cast<int64_t>(level) - mapping.k_min;
 }
 
 // Grid size per axis, computed exactly as the bin loop does (see roi_align_kernels.cuh).
-template <typename A>
-void roi_frame(const float* roi, A scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+template <typename A, typename R>
+void roi_frame(const R* roi, A scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
                bool aligned, A* start_h, A* start_w, A* bin_h, A* bin_w, int* grid_h, int* grid_w) {
   const A offset = aligned ? A(0.5) : A(0);
   *start_w = A(roi[1]) * scale - offset;
@@ -125,18 +137,18 @@ void axis_taps(A start, A bin, int grid, int64_t pooled, int64_t size, int32_t* 
   }
 }
 
-template <typename A>
+template <typename A, typename R>
 Plans<A> make_plans(const at::Tensor& rois, const std::vector<Level>& levels, const LevelMapping* mapping,
                     int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
   const int64_t num_rois = rois.size(0);
-  const float* roi_data = rois.data_ptr<float>();
+  const R* roi_data = rois.data_ptr<R>();
   Plans<A> plans;
   plans.rois.resize(num_rois);
   // Pass 1 (serial, cheap): level, grid sizes and tap-array offsets.
   int64_t y_total = 0;
   int64_t x_total = 0;
   for (int64_t k = 0; k < num_rois; ++k) {
-    const float* roi = roi_data + 5 * k;
+    const R* roi = roi_data + 5 * k;
     RoiPlan& plan = plans.rois[k];
     plan.batch_index = static_cast<int64_t>(roi[0]);
     plan.level = mapping ? map_level(roi, static_cast<int64_t>(levels.size()), *mapping) : 0;
@@ -365,7 +377,8 @@ at::Tensor forward_impl(const std::vector<at::Tensor>& features, const at::Tenso
   if (rois.size(0) == 0 || channels == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(), "personsearch_roi_align_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
-    const Plans<A> plans = make_plans<A>(rois, levels, mapping, pooled_h, pooled_w, sampling_ratio, aligned);
+    const Plans<A> plans =
+        make_plans<A, roi_t<scalar_t>>(rois, levels, mapping, pooled_h, pooled_w, sampling_ratio, aligned);
     forward_kernel<scalar_t>(levels, plans, out.data_ptr<scalar_t>(), channels, pooled_h, pooled_w, nhwc);
   });
   return out;
@@ -395,8 +408,8 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_in, const at::Tenso
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "personsearch_roi_align_cpu_bwd",
                                     [&] {
                                       using A = at::opmath_type<scalar_t>;
-                                      const Plans<A> plans = make_plans<A>(rois, levels, mapping, pooled_h, pooled_w,
-                                                                           sampling_ratio, aligned);
+                                      const Plans<A> plans = make_plans<A, roi_t<scalar_t>>(
+                                          rois, levels, mapping, pooled_h, pooled_w, sampling_ratio, aligned);
                                       backward_kernel<scalar_t>(levels, plans, grad.data_ptr<scalar_t>(), channels,
                                                                 pooled_h, pooled_w, nhwc);
                                     });

@@ -1,10 +1,12 @@
 // CUDA dispatch of the personsearch_ops RoIAlign operators.
 //
-// The kernels themselves are the extern "C" entry points of roi_align_kernels.cuh, the same
-// torch-free source the runtime compiles with NVRTC; this file only checks arguments, picks
-// the layout (channels-last features -> the coalesced "nhwc" kernels) and launches. The
-// multi-level op launches its own instantiations of the same device code that take the level
-// table by value (see MultiLevelKernels below).
+// The kernels are the device code of roi_align_kernels.cuh, the same torch-free source the
+// runtime compiles with NVRTC; this file only checks arguments, picks the layout (channels-last
+// features -> the coalesced "nhwc" kernels) and launches. It launches its own instantiations of
+// that device code rather than the extern "C" entry points, for two reasons: the multi-level
+// kernels take the level table by value (see MultiLevelKernels below), and the float64 kernels
+// take float64 rois, spatial scales and level mapping (the entry points' rois and scale are
+// float32 for every dtype), so float64 pooling rounds no coordinate to float32.
 //
 // Nothing here reads device memory back to the host or waits for the device: the batch-index
 // check runs on the host for CPU rois only (check_rois), out-of-range RoIs are skipped by the
@@ -29,57 +31,84 @@
 namespace personsearch_ops {
 namespace {
 
-// Entry points per (scalar type, layout). Kernel pointer types differ by T, so the table is a
-// template specialised per dtype.
+// Device types per torch scalar type: the CUDA element type, its accumulation type, and the
+// rois' type (float64 for float64 features, float32 otherwise; check_rois enforces it).
 template <typename T>
-struct Entries;
+struct Types;
 
-#define PS_DEFINE_ENTRIES(TORCH_T, CUDA_T, SFX)                                                         \
-  template <>                                                                                           \
-  struct Entries<TORCH_T> {                                                                             \
-    using cuda_t = CUDA_T;                                                                              \
-    using acc_t = ps_roi_align::AccType<CUDA_T>::type;                                                  \
-    static constexpr auto fwd(bool nhwc) { return nhwc ? ps_roi_align_fwd_nhwc_##SFX : ps_roi_align_fwd_nchw_##SFX; } \
-    static constexpr auto bwd(bool nhwc) { return nhwc ? ps_roi_align_bwd_nhwc_##SFX : ps_roi_align_bwd_nchw_##SFX; } \
+#define PS_DEFINE_TYPES(TORCH_T, CUDA_T, ROI_T)           \
+  template <>                                             \
+  struct Types<TORCH_T> {                                 \
+    using cuda_t = CUDA_T;                                \
+    using acc_t = ps_roi_align::AccType<CUDA_T>::type;    \
+    using roi_t = ROI_T;                                  \
   };
 
-PS_DEFINE_ENTRIES(float, float, f32)
-PS_DEFINE_ENTRIES(double, double, f64)
-PS_DEFINE_ENTRIES(at::Half, __half, f16)
-PS_DEFINE_ENTRIES(at::BFloat16, __nv_bfloat16, bf16)
-#undef PS_DEFINE_ENTRIES
+PS_DEFINE_TYPES(float, float, float)
+PS_DEFINE_TYPES(double, double, double)
+PS_DEFINE_TYPES(at::Half, __half, float)
+PS_DEFINE_TYPES(at::BFloat16, __nv_bfloat16, float)
+#undef PS_DEFINE_TYPES
+
+template <typename T, bool NHWC, typename R>
+__global__ void single_level_fwd(const T* __restrict__ input, const R* __restrict__ rois, T* __restrict__ output,
+                                 int num_rois, int batch, int channels, int height, int width, int pooled_h,
+                                 int pooled_w, typename ps_roi_align::AccType<T>::type spatial_scale,
+                                 int sampling_ratio, int aligned) {
+  ps_roi_align::forward_single<T, NHWC, R>(input, rois, output, num_rois, batch, channels, height, width, pooled_h,
+                                           pooled_w, spatial_scale, sampling_ratio, aligned);
+}
+
+template <typename T, bool NHWC, typename R>
+__global__ void single_level_bwd(const T* __restrict__ grad_output, const R* __restrict__ rois,
+                                 typename ps_roi_align::AccType<T>::type* __restrict__ grad_input, int num_rois,
+                                 int batch, int channels, int height, int width, int pooled_h, int pooled_w,
+                                 typename ps_roi_align::AccType<T>::type spatial_scale, int sampling_ratio,
+                                 int aligned) {
+  ps_roi_align::backward_single<T, NHWC, R>(grad_output, rois, grad_input, num_rois, batch, channels, height, width,
+                                            pooled_h, pooled_w, spatial_scale, sampling_ratio, aligned);
+}
+
+template <typename T, typename R>
+struct SingleLevelKernels {
+  static constexpr auto fwd(bool nhwc) {
+    return nhwc ? single_level_fwd<T, true, R> : single_level_fwd<T, false, R>;
+  }
+  static constexpr auto bwd(bool nhwc) {
+    return nhwc ? single_level_bwd<T, true, R> : single_level_bwd<T, false, R>;
+  }
+};
 
 // Multi-level kernels with the level table in the kernel's parameter space. The table holds
 // this call's data pointers, so a table in device memory would need an upload before every
 // launch, and a copy from pageable host memory blocks the host until the device has drained
 // the stream.
-template <typename T, bool NHWC>
+template <typename T, bool NHWC, typename R>
 __global__ void multi_level_fwd_by_value(const ps_roi_align::LevelArgs levels, int num_levels, int k_min,
-                                         float canonical_scale, float canonical_level,
-                                         const float* __restrict__ rois, T* __restrict__ output, int num_rois,
-                                         int batch, int channels, int pooled_h, int pooled_w, int sampling_ratio,
-                                         int aligned) {
-  ps_roi_align::forward_multi<T, NHWC>(levels, num_levels, k_min, canonical_scale, canonical_level, rois, output,
+                                         R canonical_scale, R canonical_level, const R* __restrict__ rois,
+                                         T* __restrict__ output, int num_rois, int batch, int channels,
+                                         int pooled_h, int pooled_w, int sampling_ratio, int aligned) {
+  ps_roi_align::forward_multi<T, NHWC, R>(levels, num_levels, k_min, canonical_scale, canonical_level, rois, output,
                                        num_rois, batch, channels, pooled_h, pooled_w, sampling_ratio, aligned);
 }
 
-template <typename T, bool NHWC>
+template <typename T, bool NHWC, typename R>
 __global__ void multi_level_bwd_by_value(const T* __restrict__ grad_output, const ps_roi_align::LevelArgs levels,
-                                         int num_levels, int k_min, float canonical_scale, float canonical_level,
-                                         const float* __restrict__ rois, int num_rois, int batch, int channels,
+                                         int num_levels, int k_min, R canonical_scale, R canonical_level,
+                                         const R* __restrict__ rois, int num_rois, int batch, int channels,
                                          int pooled_h, int pooled_w, int sampling_ratio, int aligned) {
-  ps_roi_align::backward_multi<T, NHWC>(grad_output, levels, num_levels, k_min, canonical_scale, canonical_level,
+  ps_roi_align::backward_multi<T, NHWC, R>(grad_output, levels, num_levels, k_min, canonical_scale, canonical_level,
                                         rois, num_rois, batch, channels, pooled_h, pooled_w, sampling_ratio,
                                         aligned);
 }
 
-template <typename T>
+template <typename T, typename R>
 struct MultiLevelKernels {
   static constexpr auto fwd(bool nhwc) {
-    return nhwc ? multi_level_fwd_by_value<T, true> : multi_level_fwd_by_value<T, false>;
+    return nhwc ? multi_level_fwd_by_value<T, true, R> : multi_level_fwd_by_value<T, false, R>;
   }
   static constexpr auto bwd(bool nhwc) {
-    return nhwc ? multi_level_bwd_by_value<T, true> : multi_level_bwd_by_value<T, false>;
+    return nhwc ? multi_level_bwd_by_value<T, true, R> : multi_level_bwd_by_value<T, false, R>;
   }
 };
 
@@ -114,7 +143,7 @@ ps_roi_align::LevelArgs level_args(const std::vector<void*>& pointers, at::IntAr
     args.level[l].data = pointers[l];
     args.level[l].height = static_cast<int>(heights[l]);
     args.level[l].width = static_cast<int>(widths[l]);
-    args.level[l].scale = static_cast<float>(scales[l]);
+    args.level[l].scale = scales[l];
   }
   return args;
 }
@@ -158,20 +187,22 @@ at::Tensor forward_cuda(const std::vector<at::Tensor>& features, const at::Tenso
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int blocks = launch_blocks(total);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(), "personsearch_roi_align_cuda", [&] {
-    using E = Entries<scalar_t>;
+    using E = Types<scalar_t>;
     using T = typename E::cuda_t;
+    using A = typename E::acc_t;
+    using R = typename E::roi_t;
     T* o = reinterpret_cast<T*>(out.data_ptr<scalar_t>());
     if (mapping == nullptr) {
-      E::fwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
-          reinterpret_cast<const T*>(pointers[0]), rois.data_ptr<float>(), o, static_cast<int>(num_rois),
+      SingleLevelKernels<T, R>::fwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
+          reinterpret_cast<const T*>(pointers[0]), rois.data_ptr<R>(), o, static_cast<int>(num_rois),
           static_cast<int>(batch), static_cast<int>(channels), static_cast<int>(heights[0]),
           static_cast<int>(widths[0]), static_cast<int>(pooled_h), static_cast<int>(pooled_w),
-          static_cast<float>(scales[0]), static_cast<int>(sampling_ratio), aligned ? 1 : 0);
+          static_cast<A>(scales[0]), static_cast<int>(sampling_ratio), aligned ? 1 : 0);
     } else {
-      MultiLevelKernels<T>::fwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
+      MultiLevelKernels<T, R>::fwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
           level_args(pointers, heights, widths, scales), static_cast<int>(features.size()),
-          static_cast<int>(mapping->k_min), static_cast<float>(mapping->canonical_scale),
-          static_cast<float>(mapping->canonical_level), rois.data_ptr<float>(), o, static_cast<int>(num_rois),
+          static_cast<int>(mapping->k_min), static_cast<R>(mapping->canonical_scale),
+          static_cast<R>(mapping->canonical_level), rois.data_ptr<R>(), o, static_cast<int>(num_rois),
           static_cast<int>(batch), static_cast<int>(channels), static_cast<int>(pooled_h),
           static_cast<int>(pooled_w), static_cast<int>(sampling_ratio), aligned ? 1 : 0);
     }
@@ -211,21 +242,22 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_in, const at::Tenso
     const int num_rois = static_cast<int>(rois.size(0));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "personsearch_roi_align_cuda_bwd",
                                     [&] {
-      using E = Entries<scalar_t>;
+      using E = Types<scalar_t>;
       using T = typename E::cuda_t;
       using A = typename E::acc_t;
+      using R = typename E::roi_t;
       const T* g = reinterpret_cast<const T*>(grad.data_ptr<scalar_t>());
       if (mapping == nullptr) {
-        E::bwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
-            g, rois.data_ptr<float>(), static_cast<A*>(pointers[0]), num_rois, static_cast<int>(batch),
+        SingleLevelKernels<T, R>::bwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
+            g, rois.data_ptr<R>(), static_cast<A*>(pointers[0]), num_rois, static_cast<int>(batch),
             static_cast<int>(channels), static_cast<int>(heights[0]), static_cast<int>(widths[0]),
-            static_cast<int>(pooled_h), static_cast<int>(pooled_w), static_cast<float>(scales[0]),
+            static_cast<int>(pooled_h), static_cast<int>(pooled_w), static_cast<A>(scales[0]),
             static_cast<int>(sampling_ratio), aligned ? 1 : 0);
       } else {
-        MultiLevelKernels<T>::bwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
+        MultiLevelKernels<T, R>::bwd(nhwc)<<<blocks, kThreads, 0, stream>>>(
             g, level_args(pointers, heights, widths, scales), static_cast<int>(heights.size()),
-            static_cast<int>(mapping->k_min), static_cast<float>(mapping->canonical_scale),
-            static_cast<float>(mapping->canonical_level), rois.data_ptr<float>(), num_rois,
+            static_cast<int>(mapping->k_min), static_cast<R>(mapping->canonical_scale),
+            static_cast<R>(mapping->canonical_level), rois.data_ptr<R>(), num_rois,
             static_cast<int>(batch), static_cast<int>(channels), static_cast<int>(pooled_h),
             static_cast<int>(pooled_w), static_cast<int>(sampling_ratio), aligned ? 1 : 0);
       }

@@ -11,7 +11,8 @@
 // runtime looks them up by name. Change them only together with the runtime loader.
 //
 // Semantics are torchvision.ops.roi_align's (the Caffe2-derived kernel):
-//   * rois are float32 [K, 5] rows (batch_index, x1, y1, x2, y2) in image coordinates;
+//   * rois are [K, 5] rows (batch_index, x1, y1, x2, y2) in image coordinates (float32 in the
+//     entry points; see the dtype notes below);
 //   * aligned != 0 subtracts 0.5 from every scaled coordinate and does not clamp the RoI size;
 //     aligned == 0 clamps RoI width/height to at least 1 feature pixel;
 //   * sampling_ratio > 0 takes that many samples per bin and axis; <= 0 takes
@@ -43,8 +44,11 @@
 // (float; double for f64 features) with atomicAdd; the caller casts it to the feature dtype.
 //
 // Dtype suffixes: f32 (float), f16 (__half), bf16 (__nv_bfloat16), f64 (double). Coordinate
-// math and accumulation are float32 for f32/f16/bf16 and float64 for f64. rois are float32
-// for every suffix.
+// math and accumulation are float32 for f32/f16/bf16 and float64 for f64. The entry points take
+// float32 rois and a float32 spatial scale for every suffix. The device templates below are
+// also generic in the rois' type R: the torch op instantiates its f64 kernels with double rois,
+// a double spatial scale and double level mapping (not part of the stable interface), so a
+// float64 pooling there rounds no coordinate to float32.
 //
 // Entry points (all `extern "C" __global__`, launch with any 1-D grid; they grid-stride over
 // the output, so any block/grid size is correct; 256 threads per block is a good choice):
@@ -105,13 +109,20 @@ __device__ __forceinline__ void store_acc(__nv_bfloat16* p, float v) { *p = __fl
 
 __device__ __forceinline__ float ceil_acc(float v) { return ceilf(v); }
 __device__ __forceinline__ double ceil_acc(double v) { return ceil(v); }
+__device__ __forceinline__ float floor_acc(float v) { return floorf(v); }
+__device__ __forceinline__ double floor_acc(double v) { return floor(v); }
+__device__ __forceinline__ float log2_acc(float v) { return log2f(v); }
+__device__ __forceinline__ double log2_acc(double v) { return log2(v); }
+__device__ __forceinline__ float sqrt_acc(float v) { return sqrtf(v); }
+__device__ __forceinline__ double sqrt_acc(double v) { return sqrt(v); }
 
 // Image of a RoI: its batch index truncated toward zero, or -1 when that is outside [0, batch).
-// Compared as a float first, so NaN and huge indices (whose conversion to int is undefined) are
-// out of range too, rather than whatever the conversion happens to give.
-__device__ __forceinline__ int roi_image(const float* roi, int batch) {
-  const float b = roi[0];
-  return (b > -1.0f && b < (float)batch) ? (int)b : -1;
+// Compared as a floating value first, so NaN and huge indices (whose conversion to int is
+// undefined) are out of range too, rather than whatever the conversion happens to give.
+template <typename R>
+__device__ __forceinline__ int roi_image(const R* roi, int batch) {
+  const R b = roi[0];
+  return (b > R(-1) && b < (R)batch) ? (int)b : -1;
 }
 
 // Geometry of one RoI on one feature map (the part shared by every output element of it).
@@ -126,8 +137,8 @@ struct RoiGeometry {
   A count;
 };
 
-template <typename A>
-__device__ __forceinline__ RoiGeometry<A> roi_geometry(const float* roi, A scale, int pooled_h,
+template <typename A, typename R>
+__device__ __forceinline__ RoiGeometry<A> roi_geometry(const R* roi, A scale, int pooled_h,
                                                       int pooled_w, int sampling_ratio, int aligned) {
   RoiGeometry<A> g;
   const A offset = aligned ? A(0.5) : A(0);
@@ -275,23 +286,27 @@ __device__ __forceinline__ P* plane_of(P* base, int n, int c, int channels, int 
   return base + ((long long)n * channels + c) * hw;
 }
 
-// torchvision LevelMapper, float32 throughout (matching torchvision's float32 tensors).
-__device__ __forceinline__ int map_level(const float* roi, int num_levels, int k_min,
-                                         float canonical_scale, float canonical_level) {
-  const float area = (roi[3] - roi[1]) * (roi[4] - roi[2]);
-  float level = floorf(canonical_level + log2f(sqrtf(area) / canonical_scale) + 1e-6f);
-  const float lo = (float)k_min;
-  const float hi = (float)(k_min + num_levels - 1);
+// torchvision LevelMapper in the rois' type R throughout (matching torchvision, which computes
+// it in its boxes' dtype: float32 for the entry points).
+template <typename R>
+__device__ __forceinline__ int map_level(const R* roi, int num_levels, int k_min, R canonical_scale,
+                                         R canonical_level) {
+  const R area = (roi[3] - roi[1]) * (roi[4] - roi[2]);
+  R level = floor_acc(canonical_level + log2_acc(sqrt_acc(area) / canonical_scale) + R(1e-6));
+  const R lo = (R)k_min;
+  const R hi = (R)(k_min + num_levels - 1);
   level = level < lo ? lo : (level > hi ? hi : level);  // also turns -inf (area 0) into k_min
   if (!(level == level)) level = lo;                    // NaN area: first level
   return (int)level - k_min;
 }
 
+// `scale` is a double so the by-value table carries a float64 spatial scale to the f64 kernels
+// exactly; the float32 kernels convert it to float, which gives back the float they were given.
 struct LevelInfo {
   const void* data;
   int height;
   int width;
-  float scale;
+  double scale;
 };
 
 __device__ __forceinline__ LevelInfo read_level(const long long* table, int level) {
@@ -300,7 +315,7 @@ __device__ __forceinline__ LevelInfo read_level(const long long* table, int leve
   info.data = (const void*)row[0];
   info.height = (int)row[1];
   info.width = (int)row[2];
-  info.scale = __int_as_float((int)(unsigned int)(row[3] & 0xffffffffLL));
+  info.scale = (double)__int_as_float((int)(unsigned int)(row[3] & 0xffffffffLL));
   return info;
 }
 
@@ -316,17 +331,18 @@ struct LevelArgs {
 // loads; ptxas reports no local memory for the sm_90 build of these kernels).
 __device__ __forceinline__ LevelInfo read_level(const LevelArgs& table, int level) { return table.level[level]; }
 
-template <typename T, bool NHWC>
-__device__ __forceinline__ void forward_single(const T* __restrict__ input, const float* __restrict__ rois,
+template <typename T, bool NHWC, typename R>
+__device__ __forceinline__ void forward_single(const T* __restrict__ input, const R* __restrict__ rois,
                                                T* __restrict__ output, int num_rois, int batch, int channels,
                                                int height, int width, int pooled_h, int pooled_w,
-                                               float spatial_scale, int sampling_ratio, int aligned) {
+                                               typename AccType<T>::type spatial_scale, int sampling_ratio,
+                                               int aligned) {
   typedef typename AccType<T>::type A;
   const long long total = (long long)num_rois * channels * pooled_h * pooled_w;
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
-    const float* roi = rois + 5 * (long long)e.k;
+    const R* roi = rois + 5 * (long long)e.k;
     const int n = roi_image(roi, batch);
     A value = A(0);
     if (n >= 0) {
@@ -339,10 +355,10 @@ __device__ __forceinline__ void forward_single(const T* __restrict__ input, cons
 }
 
 // Table is `const long long*` (the device table of the entry points) or LevelArgs (by value).
-template <typename T, bool NHWC, typename Table>
+template <typename T, bool NHWC, typename R, typename Table>
 __device__ __forceinline__ void forward_multi(const Table& level_table, int num_levels, int k_min,
-                                              float canonical_scale, float canonical_level,
-                                              const float* __restrict__ rois, T* __restrict__ output, int num_rois,
+                                              R canonical_scale, R canonical_level,
+                                              const R* __restrict__ rois, T* __restrict__ output, int num_rois,
                                               int batch, int channels, int pooled_h, int pooled_w,
                                               int sampling_ratio, int aligned) {
   typedef typename AccType<T>::type A;
@@ -350,7 +366,7 @@ __device__ __forceinline__ void forward_multi(const Table& level_table, int num_
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
-    const float* roi = rois + 5 * (long long)e.k;
+    const R* roi = rois + 5 * (long long)e.k;
     const int n = roi_image(roi, batch);
     A value = A(0);
     if (n >= 0) {
@@ -364,17 +380,18 @@ __device__ __forceinline__ void forward_multi(const Table& level_table, int num_
   }
 }
 
-template <typename T, bool NHWC>
-__device__ __forceinline__ void backward_single(const T* __restrict__ grad_output, const float* __restrict__ rois,
+template <typename T, bool NHWC, typename R>
+__device__ __forceinline__ void backward_single(const T* __restrict__ grad_output, const R* __restrict__ rois,
                                                 typename AccType<T>::type* __restrict__ grad_input, int num_rois,
                                                 int batch, int channels, int height, int width, int pooled_h,
-                                                int pooled_w, float spatial_scale, int sampling_ratio, int aligned) {
+                                                int pooled_w, typename AccType<T>::type spatial_scale,
+                                                int sampling_ratio, int aligned) {
   typedef typename AccType<T>::type A;
   const long long total = (long long)num_rois * channels * pooled_h * pooled_w;
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
-    const float* roi = rois + 5 * (long long)e.k;
+    const R* roi = rois + 5 * (long long)e.k;
     const int n = roi_image(roi, batch);
     if (n < 0) continue;
     const RoiGeometry<A> g = roi_geometry<A>(roi, A(spatial_scale), pooled_h, pooled_w, sampling_ratio, aligned);
@@ -383,10 +400,10 @@ __device__ __forceinline__ void backward_single(const T* __restrict__ grad_outpu
   }
 }
 
-template <typename T, bool NHWC, typename Table>
+template <typename T, bool NHWC, typename R, typename Table>
 __device__ __forceinline__ void backward_multi(const T* __restrict__ grad_output, const Table& grad_table,
-                                               int num_levels, int k_min, float canonical_scale,
-                                               float canonical_level, const float* __restrict__ rois, int num_rois,
+                                               int num_levels, int k_min, R canonical_scale,
+                                               R canonical_level, const R* __restrict__ rois, int num_rois,
                                                int batch, int channels, int pooled_h, int pooled_w,
                                                int sampling_ratio, int aligned) {
   typedef typename AccType<T>::type A;
@@ -394,7 +411,7 @@ __device__ __forceinline__ void backward_multi(const T* __restrict__ grad_output
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < total; index += stride) {
     const ElementIndex e = split_index<NHWC>(index, channels, pooled_h, pooled_w);
-    const float* roi = rois + 5 * (long long)e.k;
+    const R* roi = rois + 5 * (long long)e.k;
     const int n = roi_image(roi, batch);
     if (n < 0) continue;
     const LevelInfo lv =
@@ -409,35 +426,37 @@ __device__ __forceinline__ void backward_multi(const T* __restrict__ grad_output
 
 // ---- extern "C" entry points (stable names; see the header comment for argument lists) ----
 
-#define PS_ROI_ALIGN_ENTRY_POINTS(T, SFX, LAYOUT, NHWC)                                                        \
-  extern "C" __global__ void ps_roi_align_fwd_##LAYOUT##_##SFX(                                                \
+#define PS_ROI_ALIGN_ENTRY_POINTS(T, SFX, LAYOUT, NHWC)                                                       \
+  extern "C" __global__ void ps_roi_align_fwd_##LAYOUT##_##SFX(                                               \
       const T* input, const float* rois, T* output, int num_rois, int batch, int channels, int height,        \
       int width, int pooled_h, int pooled_w, float spatial_scale, int sampling_ratio, int aligned) {          \
-    ps_roi_align::forward_single<T, NHWC>(input, rois, output, num_rois, batch, channels, height, width,      \
-                                          pooled_h, pooled_w, spatial_scale, sampling_ratio, aligned);        \
-  }                                                                                                            \
-  extern "C" __global__ void ps_multi_level_roi_align_fwd_##LAYOUT##_##SFX(                                    \
+    ps_roi_align::forward_single<T, NHWC, float>(input, rois, output, num_rois, batch, channels, height,      \
+                                                 width, pooled_h, pooled_w, spatial_scale, sampling_ratio,    \
+                                                 aligned);                                                    \
+  }                                                                                                           \
+  extern "C" __global__ void ps_multi_level_roi_align_fwd_##LAYOUT##_##SFX(                                   \
       const long long* level_table, int num_levels, int k_min, float canonical_scale, float canonical_level,  \
       const float* rois, T* output, int num_rois, int batch, int channels, int pooled_h, int pooled_w,        \
-      int sampling_ratio, int aligned) {                                                                       \
-    ps_roi_align::forward_multi<T, NHWC>(level_table, num_levels, k_min, canonical_scale, canonical_level,    \
-                                         rois, output, num_rois, batch, channels, pooled_h, pooled_w,         \
-                                         sampling_ratio, aligned);                                             \
-  }                                                                                                            \
-  extern "C" __global__ void ps_roi_align_bwd_##LAYOUT##_##SFX(                                                \
+      int sampling_ratio, int aligned) {                                                                      \
+    ps_roi_align::forward_multi<T, NHWC, float>(level_table, num_levels, k_min, canonical_scale,              \
+                                                canonical_level, rois, output, num_rois, batch, channels,     \
+                                                pooled_h, pooled_w, sampling_ratio, aligned);                 \
+  }                                                                                                           \
+  extern "C" __global__ void ps_roi_align_bwd_##LAYOUT##_##SFX(                                               \
       const T* grad_output, const float* rois, ps_roi_align::AccType<T>::type* grad_input, int num_rois,      \
       int batch, int channels, int height, int width, int pooled_h, int pooled_w, float spatial_scale,        \
-      int sampling_ratio, int aligned) {                                                                       \
-    ps_roi_align::backward_single<T, NHWC>(grad_output, rois, grad_input, num_rois, batch, channels, height,  \
-                                           width, pooled_h, pooled_w, spatial_scale, sampling_ratio, aligned); \
-  }                                                                                                            \
-  extern "C" __global__ void ps_multi_level_roi_align_bwd_##LAYOUT##_##SFX(                                    \
+      int sampling_ratio, int aligned) {                                                                      \
+    ps_roi_align::backward_single<T, NHWC, float>(grad_output, rois, grad_input, num_rois, batch, channels,   \
+                                                  height, width, pooled_h, pooled_w, spatial_scale,           \
+                                                  sampling_ratio, aligned);                                   \
+  }                                                                                                           \
+  extern "C" __global__ void ps_multi_level_roi_align_bwd_##LAYOUT##_##SFX(                                   \
       const T* grad_output, const long long* grad_table, int num_levels, int k_min, float canonical_scale,    \
       float canonical_level, const float* rois, int num_rois, int batch, int channels, int pooled_h,          \
-      int pooled_w, int sampling_ratio, int aligned) {                                                         \
-    ps_roi_align::backward_multi<T, NHWC>(grad_output, grad_table, num_levels, k_min, canonical_scale,        \
-                                          canonical_level, rois, num_rois, batch, channels, pooled_h,         \
-                                          pooled_w, sampling_ratio, aligned);                                  \
+      int pooled_w, int sampling_ratio, int aligned) {                                                        \
+    ps_roi_align::backward_multi<T, NHWC, float>(grad_output, grad_table, num_levels, k_min, canonical_scale, \
+                                                 canonical_level, rois, num_rois, batch, channels, pooled_h,  \
+                                                 pooled_w, sampling_ratio, aligned);                          \
   }
 
 #define PS_ROI_ALIGN_ALL_LAYOUTS(T, SFX)        \
