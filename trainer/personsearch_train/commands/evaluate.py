@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from personsearch_train.atomic_files import atomic_write_bytes
+from personsearch_train.commands.output_paths import check_output_file, check_output_folder
 from personsearch_train.data.registry import available_readers, load_split
+from personsearch_train.engine.config import CUHK_SYSU_GALLERY_SIZES, resolve_dataset_root
 from personsearch_train.errors import TrainerError
 from personsearch_train.evaluation.scoring import DEFAULT_GALLERY_SIZE, EvalOptions
 
@@ -133,8 +135,11 @@ def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
         The protocol options.
 
     Raises:
-        TrainerError: An option its dataset's protocol lacks, ``--batch-size`` below 1,
-            or ``--gt-boxes`` with ``--cbgm``.
+        TrainerError: An option its dataset's protocol lacks, a CUHK-SYSU gallery size
+            the protocol does not have, ``--batch-size`` below 1, ``--gt-boxes`` with
+            ``--cbgm``, or an output path (``--json``, ``--plot-dir``,
+            ``--save-predictions``) that cannot be written (a folder where a file goes,
+            or under a file), so no work is done before such a failure.
     """
     options = EvalOptions(
         dataset=args.dataset,
@@ -146,8 +151,18 @@ def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
     )
     if args.batch_size < 1:
         raise TrainerError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if options.dataset == "cuhk_sysu" and options.gallery_size not in CUHK_SYSU_GALLERY_SIZES:
+        raise TrainerError(
+            f"--gallery-size {options.gallery_size} is not a CUHK-SYSU gallery size; choose one of "
+            f"{', '.join(map(str, CUHK_SYSU_GALLERY_SIZES))} (-1 = full set)"
+        )
     if args.gt_boxes and args.cbgm:
         raise TrainerError("--gt-boxes and --cbgm do not combine: CBGM re-scores detections")
+    for option, path in (("--json", args.json), ("--save-predictions", args.save_predictions)):
+        if path is not None:
+            check_output_file(path, option)
+    if args.plot_dir is not None:
+        check_output_folder(args.plot_dir, "--plot-dir")
     return options
 
 
@@ -184,7 +199,20 @@ def run(args: argparse.Namespace) -> int:
         raise TrainerError("--save-predictions needs --checkpoint (a predictions file is already saved)")
     if args.gt_boxes and args.checkpoint is None:
         raise TrainerError("--gt-boxes needs --checkpoint (it changes how the model is run)")
-    split = load_split(options.dataset, args.root, "test")
+    root = resolve_dataset_root(options.dataset, args.root)
+    # The source is read (or found) before the dataset, so a bad file fails at once.
+    if args.checkpoint is not None:
+        from personsearch_train.engine.checkpoint import find_checkpoint
+
+        find_checkpoint(args.checkpoint)
+    else:
+        if args.predictions.is_dir():
+            raise TrainerError(
+                f"--predictions {args.predictions} is a folder; give the predictions .npz file"
+            )
+        predictions = SearchPredictions.load(args.predictions)
+        label = args.predictions.name
+    split = load_split(options.dataset, root, "test")
     if args.checkpoint is not None:
         from personsearch_train.engine.inference import predictions_from_checkpoint
 
@@ -199,9 +227,6 @@ def run(args: argparse.Namespace) -> int:
         if args.save_predictions is not None:
             print(f"wrote {predictions.save(args.save_predictions)}")
         label = args.checkpoint.name
-    else:
-        predictions = SearchPredictions.load(args.predictions)
-        label = args.predictions.name
     return report_predictions(
         split, predictions, options, json_path=args.json, plot_dir=args.plot_dir, label=label
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -17,13 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from personsearch_train.data.synthetic.generator import PRESETS
 
     parser.add_argument(
-        "--out", type=Path, required=True, help="output folder (created; a previous set is replaced)"
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: new, empty, or holding a previous synthetic set (which is replaced)",
     )
     parser.add_argument(
         "--preset", choices=tuple(PRESETS), default="tiny", help="size of the set (default: tiny)"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed; the same seed gives identical files (default: 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed from 0 to 2**32-1; the same seed gives identical files (default: 0)",
     )
     parser.add_argument(
         "--workers",
@@ -41,19 +48,51 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         Exit status 0.
-    """
-    from personsearch_train.data.synthetic.generator import generate_dataset
-    from personsearch_train.errors import ConfigError
 
+    Raises:
+        ConfigError: A seed outside 0..2**32-1 or fewer than one worker.
+        TrainerError: ``--out`` is a file, lies under a file, or is a non-empty folder
+            that holds no synthetic set; or writing failed (disk full, permissions),
+            in which case a folder this run created is removed again.
+    """
+    from personsearch_train.commands.output_paths import check_output_folder
+    from personsearch_train.data.synthetic.generator import generate_dataset
+    from personsearch_train.engine.config import MAX_SEED
+    from personsearch_train.errors import ConfigError, TrainerError
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32-1), got {args.seed}")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}.")
-    manifest = generate_dataset(
-        args.out,
-        args.preset,
-        args.seed,
-        workers=args.workers,
-        progress=lambda m: print(f"synth: {m}", flush=True),
-    )
+    out = Path(args.out)
+    check_output_folder(out, "--out")
+    # Everything in a folder that was new or empty is this run's, so a failed run may
+    # remove it whole; a previous set being replaced is the generator's to refuse or clear.
+    fresh = not out.exists() or not any(out.iterdir())
+    try:
+        manifest = generate_dataset(
+            out,
+            args.preset,
+            args.seed,
+            workers=args.workers,
+            progress=lambda m: print(f"synth: {m}", flush=True),
+        )
+    except (OSError, KeyboardInterrupt) as exc:
+        if fresh and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        if fresh:
+            state = f"the partial set was removed ({out}). Run it again"
+        else:
+            state = (
+                f"the previous set in {out} was already removed and the new one is incomplete: move any "
+                "files of your own out of it, delete it and run it again"
+            )
+        raise TrainerError(
+            f"writing the synthetic set failed: {exc.strerror or exc} ({exc.filename or out}); {state} "
+            "once there is space and permission to write, or choose another --out"
+        ) from None
     c = manifest.counts
     print(f"synthetic set '{manifest.preset}' (seed {manifest.seed}) written to {manifest.root}")
     for name, label in (("cuhk_sysu", "CUHK-SYSU"), ("prw", "PRW")):

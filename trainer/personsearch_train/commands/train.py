@@ -6,6 +6,10 @@ Example:
     personsearch train --recipe synthetic_instant --data-root synthetic/ --out runs/instant --resume
     personsearch train --list-methods
 
+A run folder that holds another run's output (checkpoints, ``config.yaml``, logs,
+TensorBoard events, predictions) is refused unless ``--resume`` continues it or
+``--overwrite`` deletes exactly those files first; other files in it are never touched.
+
 For several processes (one per GPU, or gloo on CPU) launch it with torchrun:
     torchrun --nproc_per_node 2 -m personsearch_runtime train --recipe ... --out ...
 """
@@ -38,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="run folder (checkpoints, config.yaml, logs)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an --out that holds a previous run: first delete that run's checkpoints, "
+        "config.yaml, logs, TensorBoard events and predictions (other files are kept)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
@@ -75,13 +85,27 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; returns 0 when finished, 130 when interrupted (resumable)."""
+    """Train; returns 0 when finished, 130 when interrupted (resumable).
+
+    Raises:
+        TrainerError: Missing options, a bad or empty recipe, a missing dataset, a run
+            folder that holds another run (without ``--resume`` or ``--overwrite``) or
+            no resumable checkpoint (with ``--resume``), a damaged checkpoint. All are
+            checked before the run folder is changed.
+    """
     import yaml
 
-    from personsearch_train.engine.checkpoint import CheckpointFiles
-    from personsearch_train.engine.config import check_paths, config_to_dict, load_config
+    from personsearch_train.commands.output_paths import check_output_folder
+    from personsearch_train.engine.config import (
+        apply_overrides,
+        check_paths,
+        config_to_dict,
+        describe_config,
+        load_config,
+        read_recipe,
+    )
     from personsearch_train.engine.distributed import cleanup
-    from personsearch_train.engine.loop import Trainer
+    from personsearch_train.engine.loop import Trainer, check_run_folder, clear_run_outputs
     from personsearch_train.errors import TrainerError
 
     if args.list_methods:
@@ -89,21 +113,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.recipe or args.out is None:
         raise TrainerError("personsearch train needs --recipe and --out (or --list-methods)")
+    if args.resume and args.overwrite:
+        raise TrainerError("--resume continues the run in --out and --overwrite deletes it: choose one")
     cfg = load_config(args.recipe, args.overrides, data_root=args.data_root)
     check_paths(cfg)
     out: Path = args.out
-    latest = CheckpointFiles(out, "latest")
+    check_output_folder(out, "--out")
+    check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     if args.resume:
-        if not latest.exists():
-            raise TrainerError(f"--resume: {out} has no latest checkpoint; start the run without --resume")
         saved = out / "config.yaml"
-        if saved.is_file():
-            changed = _changed_keys(yaml.safe_load(saved.read_text()) or {}, config_to_dict(cfg))
+        if saved.is_file() and main_rank:
+            changed = _changed_keys(
+                yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, config_to_dict(cfg)
+            )
             if changed:
                 print(f"note: resuming with changed settings: {', '.join(changed)}", file=sys.stderr)
-    elif latest.exists():
-        raise TrainerError(
-            f"{out} already holds a training run; pass --resume to continue it or choose another --out"
+    if args.overwrite:
+        # Every rank clears (idempotent) so none finds the old files in its own check.
+        removed = clear_run_outputs(out)
+        if removed and main_rank:
+            print(f"--overwrite: deleted {len(removed)} files of the previous run in {out}", file=sys.stderr)
+    if main_rank:
+        # Read again (a small file) to tell the settings the recipe gives from defaults.
+        lines = describe_config(cfg, apply_overrides(read_recipe(args.recipe)[1], args.overrides))
+        print(
+            f"train: {lines[0]}; run folder {out}" + "".join(f"\n  {line}" for line in lines[1:]), flush=True
         )
     try:
         result = Trainer(cfg, run_dir=out, progress=not args.no_progress).fit(resume=args.resume)

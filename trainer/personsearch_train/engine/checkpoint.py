@@ -18,15 +18,30 @@ checkpoints older than the method registry), lets it bring an older layout up to
 model and loads its weights strictly.
 
 The run folder keeps ``latest`` (every save) and ``best`` (the best evaluation so
-far). Every file is written to a temporary name, fsynced and renamed, and the JSON is
-written last, so a crash leaves the previous checkpoint intact.
+far). Every file is written to a temporary name and fsynced; only then are they renamed
+over the old ones, the JSON last, so a crash while writing leaves the previous
+checkpoint intact. (A crash in the instant between the renames would leave files that
+do not belong together; the hashes below then report the checkpoint as corrupted
+instead of mixing them. The trainer holds back Ctrl-C while it saves.)
+
+Content hashes: the JSON records the size and SHA-256 of the ``.safetensors`` file and
+of the ``.state.pt`` file (key ``checksums``), and every loader (:func:`read_checkpoint`,
+:func:`load_model_weights`, :func:`load_resume_state`) checks them before it reads the
+file, so a damaged or truncated copy is refused as "corrupted" instead of giving wrong
+weights. Checkpoints written before the hashes existed have no ``checksums`` key; they
+load as before, without this check (a damaged safetensors header is still refused).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import pickle
 import platform
 import random
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +51,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from personsearch_train.atomic_files import atomic_replace, atomic_write_bytes
+from personsearch_train.atomic_files import atomic_replace, fsync_dir
 from personsearch_train.errors import TrainerError
 
 if TYPE_CHECKING:
@@ -47,6 +62,7 @@ __all__ = [
     "CheckpointFiles",
     "LoadedCheckpoint",
     "capture_rng_state",
+    "file_sha256",
     "find_checkpoint",
     "load_metadata",
     "load_model_from_checkpoint",
@@ -57,11 +73,18 @@ __all__ = [
     "read_weights",
     "restore_rng_state",
     "save_checkpoint",
+    "verify_checkpoint_file",
     "versions",
     "weight_mismatches",
 ]
 
 FORMAT_VERSION = 1
+
+#: Bytes read at a time when hashing a checkpoint file (constant memory for any size).
+_HASH_CHUNK = 1 << 20
+
+#: What to do about a damaged checkpoint file, appended to every such message.
+_DAMAGED_ADVICE = "copy it again or use another checkpoint"
 
 
 class CheckpointError(TrainerError):
@@ -81,6 +104,10 @@ class CheckpointFiles:
     def exists(self) -> bool:
         """True when the weights and metadata are both present."""
         return self.weights.is_file() and self.metadata.is_file()
+
+    def missing(self) -> list[str]:
+        """File names of the weights and metadata that are not there (empty when both are)."""
+        return [p.name for p in (self.weights, self.metadata) if not p.is_file()]
 
 
 def versions() -> dict[str, str]:
@@ -137,7 +164,12 @@ def save_checkpoint(
     metadata: dict[str, Any],
     resume_state: dict[str, Any] | None = None,
 ) -> CheckpointFiles:
-    """Write checkpoint ``name`` into ``folder`` atomically.
+    """Write checkpoint ``name`` into ``folder`` atomically, with content hashes.
+
+    All files are first written and fsynced under temporary names; then the weights,
+    the resume state and the JSON (which holds their SHA-256) are renamed into place,
+    in that order, one right after the other. An exception or a crash before the
+    renames leaves the previous checkpoint untouched.
 
     Args:
         folder: Run folder.
@@ -158,17 +190,97 @@ def save_checkpoint(
     meta["format_version"] = FORMAT_VERSION
     meta.setdefault("versions", versions())
     meta["resumable"] = resume_state is not None
-    with atomic_replace(files.weights, sync_dir=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    if resume_state is not None:
-        with atomic_replace(files.state, sync_dir=True) as tmp:
-            torch.save(resume_state, tmp)
-    atomic_write_bytes(
-        files.metadata,
-        json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode(),
-        sync_dir=True,
-    )
+    with contextlib.ExitStack() as stack:
+        # Entered in reverse order: an ExitStack renames the last-entered file first,
+        # so the weights land first and the JSON that vouches for them last.
+        meta_tmp = stack.enter_context(atomic_replace(files.metadata, sync=False))
+        state_tmp = (
+            stack.enter_context(atomic_replace(files.state, sync=False)) if resume_state is not None else None
+        )
+        weights_tmp = stack.enter_context(atomic_replace(files.weights, sync=False))
+        save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
+        checksums = {"weights": _content_record(weights_tmp)}
+        if state_tmp is not None:
+            torch.save(resume_state, state_tmp)
+            checksums["state"] = _content_record(state_tmp)
+        meta["checksums"] = checksums
+        meta_tmp.write_bytes(json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode())
+        for tmp in (weights_tmp, state_tmp, meta_tmp):
+            if tmp is not None:
+                _fsync_file(tmp)
+    fsync_dir(files.folder)
     return files
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (constant memory for any size).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The hex digest (64 lowercase characters).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _content_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def verify_checkpoint_file(files: CheckpointFiles, metadata: Mapping[str, Any], part: str) -> None:
+    """Check a checkpoint file against the size and SHA-256 its metadata records.
+
+    Args:
+        files: The checkpoint.
+        metadata: Its JSON metadata (:func:`load_metadata`).
+        part: ``"weights"`` (the ``.safetensors`` file) or ``"state"`` (``.state.pt``).
+
+    Raises:
+        CheckpointError: The file is missing, or its size or hash differs from the
+            record ("X is corrupted (SHA-256 mismatch: expected ..., found ...)").
+            Metadata without a record for ``part`` (checkpoints written before
+            content hashes) is not checked.
+    """
+    path = {"weights": files.weights, "state": files.state}[part]
+    checksums = metadata.get("checksums")
+    if checksums is None:
+        return
+    record = checksums.get(part) if isinstance(checksums, Mapping) else checksums
+    if record is None:
+        return
+    if (
+        not isinstance(record, Mapping)
+        or not isinstance(record.get("sha256"), str)
+        or not isinstance(record.get("bytes"), int)
+    ):
+        raise CheckpointError(
+            f"{files.metadata}: key 'checksums.{part}' must be {{'bytes': N, 'sha256': HEX}}; "
+            f"the metadata is damaged - {_DAMAGED_ADVICE}"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing (checkpoint '{files.name}' in {files.folder} needs it)")
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        raise CheckpointError(
+            f"{path} is corrupted (size mismatch: expected {record['bytes']} bytes, found {size}; "
+            f"cut short or altered); {_DAMAGED_ADVICE}"
+        )
+    found = file_sha256(path)
+    if found != record["sha256"]:
+        raise CheckpointError(
+            f"{path} is corrupted (SHA-256 mismatch: expected {record['sha256']}, found {found}); "
+            f"{_DAMAGED_ADVICE}"
+        )
 
 
 def _json_default(value: Any) -> Any:
@@ -190,7 +302,8 @@ def find_checkpoint(path: str | Path, *, prefer: str = "best") -> CheckpointFile
         prefer: Which checkpoint of a run folder to try first.
 
     Raises:
-        TrainerError: When no checkpoint is found.
+        CheckpointError: When no checkpoint is found (the message names the files of
+            an incomplete one).
     """
     path = Path(path)
     if path.is_dir():
@@ -198,8 +311,14 @@ def find_checkpoint(path: str | Path, *, prefer: str = "best") -> CheckpointFile
             files = CheckpointFiles(path, name)
             if files.exists():
                 return files
-        raise TrainerError(
+        partial = [
+            f"{files.name}: {_missing_parts(files)}"
+            for files in (CheckpointFiles(path, n) for n in ("best", "latest"))
+            if files.weights.exists() or files.metadata.exists()
+        ]
+        raise CheckpointError(
             f"{path}: no checkpoint in this folder (expected best.json or latest.json + .safetensors)"
+            + (f"; incomplete: {'; '.join(partial)}" if partial else "")
         )
     stem = path.name
     for suffix in (".state.pt", ".safetensors", ".json"):
@@ -208,18 +327,42 @@ def find_checkpoint(path: str | Path, *, prefer: str = "best") -> CheckpointFile
             break
     files = CheckpointFiles(path.parent, stem)
     if not files.exists():
-        raise TrainerError(f"{path}: not a checkpoint (need {files.weights.name} and {files.metadata.name})")
+        raise CheckpointError(
+            f"{path}: not a checkpoint (need {files.weights.name} and {files.metadata.name}; "
+            f"{_missing_parts(files)})"
+        )
     return files
 
 
+def _missing_parts(files: CheckpointFiles) -> str:
+    missing = files.missing()
+    return f"{' and '.join(missing)} missing" if missing else "complete"
+
+
 def load_metadata(files: CheckpointFiles) -> dict[str, Any]:
-    """Read a checkpoint's JSON metadata."""
+    """Read a checkpoint's JSON metadata.
+
+    Raises:
+        CheckpointError: The file is unreadable, truncated, not a JSON object, or
+            written by a newer format.
+    """
     try:
         meta = json.loads(files.metadata.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TrainerError(f"{files.metadata}: cannot read checkpoint metadata: {exc}") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise TrainerError(f"{files.metadata}: written by a newer personsearch; upgrade to load it")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{files.metadata}: cannot read checkpoint metadata ({exc}); the file is damaged or "
+            f"truncated - {_DAMAGED_ADVICE}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{files.metadata}: checkpoint metadata must be a JSON object, got {type(meta).__name__}; "
+            f"{_DAMAGED_ADVICE}"
+        )
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{files.metadata}: 'format_version' must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{files.metadata}: written by a newer personsearch; upgrade to load it")
     return meta
 
 
@@ -263,7 +406,7 @@ def read_weights(files: CheckpointFiles) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise CheckpointError(
             f"{files.weights} is not a readable safetensors file ({exc}); the checkpoint is corrupt or "
-            "truncated - copy it again or re-save it from training"
+            f"truncated - {_DAMAGED_ADVICE}"
         ) from None
 
 
@@ -337,14 +480,20 @@ def read_checkpoint(path: str | Path, *, prefer: str = "best") -> LoadedCheckpoi
 
     Raises:
         TrainerError: No checkpoint there, unreadable metadata, an unknown model or
-            method, damaged weights, or weights of another model (each says which).
+            method, damaged weights (a content hash mismatch, or an unreadable file), or
+            weights of another model (each says which).
     """
     from personsearch_train.models import create_model
 
     files = find_checkpoint(path, prefer=prefer)
     meta = load_metadata(files)
+    verify_checkpoint_file(files, meta, "weights")
     spec = meta.get("model")
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("name"), str)
+        or not isinstance(spec.get("kwargs") or {}, dict)
+    ):
         raise CheckpointError(f"{files.metadata}: key 'model' must be {{'name': ..., 'kwargs': {{...}}}}")
     method = method_of(meta)
     meta, weights, loss_state = method.upgrade_checkpoint(meta, read_weights(files))
@@ -367,25 +516,56 @@ def load_model_weights(
         The loss state found among the weights of an older checkpoint (else empty).
 
     Raises:
-        CheckpointError: Damaged weights, or weights that do not fit ``model``.
+        CheckpointError: Damaged weights (hash mismatch or unreadable), or weights that
+            do not fit ``model``.
     """
-    meta, weights, loss_state = method.upgrade_checkpoint(load_metadata(files), read_weights(files))
+    meta = load_metadata(files)
+    verify_checkpoint_file(files, meta, "weights")
+    meta, weights, loss_state = method.upgrade_checkpoint(meta, read_weights(files))
     _check_fits(model, weights, files, str((meta.get("model") or {}).get("name")))
     model.load_state_dict(weights, strict=True)
     return loss_state
 
 
 def load_resume_state(files: CheckpointFiles) -> dict[str, Any]:
-    """Read the optimiser/scheduler/RNG state with ``weights_only=True``.
+    """Read the optimiser/scheduler/RNG state with ``weights_only=True``, after checking its hash.
+
+    Returns:
+        The state :meth:`~personsearch_train.engine.loop.Trainer.save` wrote: a mapping
+        of tensors and plain containers.
 
     Raises:
-        TrainerError: If the checkpoint was saved without resume state.
+        CheckpointError: The checkpoint was saved without resume state, the file does
+            not match its recorded hash, or it cannot be read (truncated or damaged).
     """
-    if not files.state.is_file():
-        raise TrainerError(
-            f"{files.folder}: checkpoint '{files.name}' has no resume state ({files.state.name})"
+    meta = load_metadata(files)
+    if meta.get("resumable") is False or not files.state.is_file():
+        raise CheckpointError(
+            f"{files.folder}: checkpoint '{files.name}' has no resume state ({files.state.name}), so "
+            "training cannot continue exactly from it; start a new run in another --out"
         )
-    return torch.load(files.state, map_location="cpu", weights_only=True)
+    verify_checkpoint_file(files, meta, "state")
+    try:
+        state = torch.load(files.state, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+        # torch reports a truncated or damaged archive as a RuntimeError from deep inside
+        # its zip reader ("PytorchStreamReader failed ...").
+        raise CheckpointError(
+            f"{files.state} is not a readable resume state ({_first_sentence(exc)}); the file is "
+            f"damaged or truncated - {_DAMAGED_ADVICE}"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{files.state}: resume state must be a mapping, got {type(state).__name__}; {_DAMAGED_ADVICE}"
+        )
+    return state
+
+
+def _first_sentence(exc: BaseException) -> str:
+    # torch appends a paragraph of generic advice to its reader errors; the first
+    # sentence says what failed.
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 def load_model_from_checkpoint(

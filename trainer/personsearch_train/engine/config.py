@@ -1,10 +1,14 @@
 """Experiment configuration: typed dataclasses loaded from YAML recipes.
 
 A recipe is a YAML mapping whose keys must match the dataclass fields below; an
-unknown key or a value of the wrong type raises :class:`ConfigError` naming the
-dotted key, before any training starts. Command-line overrides use the same dotted
-keys (``--set optim.lr=0.01``); their values are parsed as YAML scalars, so
-``--set train.amp=false`` and ``--set schedule.milestones=[8,12]`` work.
+unknown key, a value of the wrong type, a non-finite number or one out of range raises
+:class:`ConfigError` naming the dotted key, before any training starts. A recipe file
+that holds no settings (empty, only comments, ``{}``) is refused rather than read as
+"all defaults", which would be a full-size ``seqnet_r50`` run; a partial recipe keeps
+the defaults of the keys it leaves out (:func:`describe_config` says which).
+Command-line overrides use the same dotted keys (``--set optim.lr=0.01``); their values
+are parsed as YAML scalars, so ``--set train.amp=false`` and
+``--set schedule.milestones=[8,12]`` work.
 
 The resolved configuration is written beside every run (``config.yaml``), and
 checkpoints embed it, so any run can be rebuilt from its folder alone.
@@ -13,6 +17,7 @@ checkpoints embed it, so any run can be rebuilt from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -39,10 +44,18 @@ __all__ = [
     "check_paths",
     "config_from_dict",
     "config_to_dict",
+    "describe_config",
     "dump_config",
     "load_config",
+    "read_recipe",
+    "resolve_dataset_root",
     "resolve_recipe",
 ]
+
+#: Seeds every generator accepts (NumPy's legacy seeding takes 32-bit values).
+MAX_SEED = 2**32 - 1
+#: CUHK-SYSU gallery sizes of the protocol (-1: the full set).
+CUHK_SYSU_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000, -1)
 
 #: Folder holding the named recipes (``trainer/recipes`` in a source checkout).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -252,14 +265,37 @@ class ExperimentConfig:
         _positive("train.epochs", self.train.epochs)
         _positive("train.batch_size", self.train.batch_size)
         _positive("eval.batch_size", self.eval.batch_size)
-        if not 0.0 <= self.data.flip_prob <= 1.0:
-            raise ConfigError(f"data.flip_prob must be in [0, 1], got {self.data.flip_prob}")
-        if len(self.optim.betas) != 2:
-            raise ConfigError(f"optim.betas must have two values, got {self.optim.betas}")
+        _positive("schedule.gamma", self.schedule.gamma)
+        _in_range("data.flip_prob", self.data.flip_prob, 0.0, 1.0)
+        _in_range("optim.momentum", self.optim.momentum, 0.0, 1.0)
+        _in_range("schedule.min_lr_factor", self.schedule.min_lr_factor, 0.0, 1.0)
+        _in_range("train.seed", self.train.seed, 0, MAX_SEED)
+        if self.optim.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.optim.weight_decay}")
+        if self.train.clip_grad_norm < 0:
+            raise ConfigError(
+                f"train.clip_grad_norm must be >= 0 (0 disables clipping), got {self.train.clip_grad_norm}"
+            )
+        if len(self.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.optim.betas):
+            raise ConfigError(f"optim.betas must be two values in [0, 1), got {self.optim.betas}")
         if self.schedule.warmup_epochs < 0 or not 0 < self.schedule.warmup_factor <= 1:
             raise ConfigError("schedule.warmup_epochs must be >= 0 and schedule.warmup_factor in (0, 1]")
-        if list(self.schedule.milestones) != sorted(self.schedule.milestones):
-            raise ConfigError(f"schedule.milestones must be increasing, got {self.schedule.milestones}")
+        if list(self.schedule.milestones) != sorted(self.schedule.milestones) or any(
+            m < 0 for m in self.schedule.milestones
+        ):
+            raise ConfigError(
+                f"schedule.milestones must be increasing epochs >= 0, got {self.schedule.milestones}"
+            )
+        for name, value in self.model.overrides.items():
+            # Free-form constructor arguments, checked by the model when it is built (after
+            # the data is read); a NaN or infinity is never meant and is caught here.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"model.overrides.{name}: expected a finite number, got {value!r}")
+        if self.data.dataset == "cuhk_sysu" and self.eval.gallery_size not in CUHK_SYSU_GALLERY_SIZES:
+            raise ConfigError(
+                f"eval.gallery_size: {self.eval.gallery_size} is not a CUHK-SYSU gallery size "
+                f"(one of {', '.join(map(str, CUHK_SYSU_GALLERY_SIZES))}; -1 = full set)"
+            )
         for name in ("max_iters_per_epoch", "log_every", "checkpoint_every", "num_workers", "cpu_threads"):
             section = self.data if name == "num_workers" else self.train
             if getattr(section, name) < 0:
@@ -287,6 +323,11 @@ def _choice(key: str, value: str, choices: Sequence[str]) -> None:
 def _positive(key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _in_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key} must be in [{low}, {high}], got {value}")
 
 
 def _type_name(tp: Any) -> str:
@@ -335,6 +376,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            # YAML reads .nan and .inf as floats; no setting means anything by them.
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -439,18 +483,62 @@ def resolve_recipe(recipe: str | Path) -> Path:
     """Find a recipe given as a path or as a name in ``trainer/recipes``.
 
     Raises:
-        ConfigError: When neither exists; the message lists the known recipe names.
+        ConfigError: When neither exists (the message lists the known recipe names),
+            or the path is a folder.
     """
     path = Path(recipe)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(
+            f"recipe {recipe!r} is a folder; give a recipe file (.yaml) or a recipe name "
+            f"({', '.join(_known_recipes()) or 'none'})"
+        )
     for candidate in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / str(recipe)):
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
-    raise ConfigError(
-        f"recipe {recipe!r} not found (not a file; known recipe names: {', '.join(known) or 'none'})"
-    )
+    known = ", ".join(_known_recipes()) or "none"
+    raise ConfigError(f"recipe {recipe!r} not found (not a file; known recipe names: {known})")
+
+
+def _known_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+
+
+def read_recipe(recipe: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Read a recipe file (or named recipe) as a mapping, refusing one without settings.
+
+    Args:
+        recipe: Path to a YAML recipe or the name of one in ``trainer/recipes``.
+
+    Returns:
+        ``(path, settings)``: where it was found and its parsed, non-empty mapping.
+
+    Raises:
+        ConfigError: A missing, unreadable or invalid file; one that is not a mapping;
+            or one that holds no settings (empty, only comments, ``{}``), which would
+            otherwise train the full-size default model with no word said.
+    """
+    path = resolve_recipe(recipe)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"recipe {path}: cannot read it ({exc}); give a readable YAML file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    example = RECIPES_DIR / "synthetic_instant.yaml"
+    if data is None or data == {}:
+        raise ConfigError(
+            f"recipe {path} is empty (no settings); it would train the default full-size "
+            f"{ModelConfig.name} for {TrainConfig.epochs} epochs. Copy a recipe such as {example} and "
+            f"edit it, or pass a recipe name ({', '.join(_known_recipes())})"
+        )
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: a recipe must be a YAML mapping of settings (like {example}), "
+            f"got a {type(data).__name__}"
+        )
+    return path, dict(data)
 
 
 def load_config(
@@ -466,16 +554,11 @@ def load_config(
             ``personsearch synth``) is accepted too.
 
     Raises:
-        ConfigError: For a missing/unreadable recipe, unknown keys or wrong types.
+        ConfigError: For a missing, unreadable or empty recipe, unknown keys, wrong
+            types or values out of range.
     """
-    path = resolve_recipe(recipe)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: a recipe must be a YAML mapping")
-    data = apply_overrides(dict(data or {}), overrides)
+    path, data = read_recipe(recipe)
+    data = apply_overrides(data, overrides)
     try:
         cfg = config_from_dict(data)
     except ConfigError as exc:
@@ -486,6 +569,53 @@ def load_config(
     for source in cfg.data.mix:
         source.root = _dataset_folder(source.dataset, source.root)
     return cfg
+
+
+#: The settings :func:`describe_config` names when a recipe leaves them to their defaults.
+_KEY_SETTINGS = ("method", "model.name", "data.dataset", "train.epochs", "train.batch_size", "optim.lr")
+
+
+def _plural(count: float, noun: str) -> str:
+    return f"{count:g} {noun}{'' if count == 1 else 's'}"
+
+
+def describe_config(cfg: ExperimentConfig, given: Mapping[str, Any] | None = None) -> list[str]:
+    """The settings that decide what a run costs and does, for the start of a run.
+
+    Args:
+        cfg: The resolved config.
+        given: The recipe's own settings with the overrides applied (``read_recipe``
+            then ``apply_overrides``); when given, the key settings it leaves out are
+            named, since they take defaults meant for the full-size model.
+
+    Returns:
+        One line with the method, model, data, schedule length, batch, learning rate,
+        device and evaluation; then, with ``given``, a line naming the key settings
+        the recipe leaves at their defaults, if any.
+    """
+    t = cfg.train
+    steps = f", at most {_plural(t.max_iters_per_epoch, 'step')} each" if t.max_iters_per_epoch else ""
+    lines = [
+        f"method {cfg.method}, model {cfg.model.name}, dataset {cfg.data.dataset} at "
+        f"{cfg.data.root or '(not set)'}; {_plural(t.epochs, 'epoch')}{steps}, batch {t.batch_size}, "
+        f"lr {cfg.optim.lr:g}, device {t.device}, evaluation "
+        + (f"every {_plural(cfg.eval.every, 'epoch')}" if cfg.eval.every else "off")
+    ]
+    if given is not None:
+        resolved = config_to_dict(cfg)
+        defaulted = []
+        for key in _KEY_SETTINGS:
+            node: Any = given
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if node is None:
+                value: Any = resolved
+                for part in key.split("."):
+                    value = value[part]
+                defaulted.append(f"{key}={value}")
+        if defaulted:
+            lines.append(f"not set by the recipe, so at their defaults: {', '.join(defaulted)}")
+    return lines
 
 
 _FOLDER_NAMES = {"cuhk_sysu": ("CUHK-SYSU", "cuhk_sysu", "cuhk-sysu"), "prw": ("PRW", "prw", "PRW-v16.04.20")}
@@ -504,6 +634,40 @@ def _dataset_folder(dataset: str, root: str) -> str:
     return str(path)
 
 
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a dataset folder, or None when it is a folder."""
+    if path.is_dir():
+        return None
+    if path.exists():
+        return "is a file, not a folder"
+    return "does not exist"
+
+
+def resolve_dataset_root(dataset: str, root: str | Path, option: str = "--root") -> Path:
+    """Check a dataset folder given on the command line, accepting its parent too.
+
+    Args:
+        dataset: Registered reader name (``cuhk_sysu``, ``prw``, ...).
+        root: The folder given, or one holding the dataset under its conventional name
+            (``CUHK-SYSU``/``PRW``, as ``personsearch synth`` writes them).
+        option: The option's name, for the message.
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        ConfigError: ``root`` does not exist or is a file.
+    """
+    path = Path(root).expanduser()
+    problem = _folder_problem(path)
+    if problem:
+        raise ConfigError(
+            f"{option} {root} {problem}; give the {dataset} dataset folder "
+            "(e.g. <synth_out>/CUHK-SYSU or <synth_out>/PRW)"
+        )
+    return Path(_dataset_folder(dataset, str(path)))
+
+
 def check_paths(cfg: ExperimentConfig) -> None:
     """Check every path the run needs exists, before any training starts.
 
@@ -512,16 +676,24 @@ def check_paths(cfg: ExperimentConfig) -> None:
     """
     if not cfg.data.root:
         raise ConfigError("data.root is not set; pass --data-root DIR or --set data.root=DIR")
-    if not Path(cfg.data.root).is_dir():
-        raise ConfigError(f"data.root: dataset folder {cfg.data.root} does not exist")
+    problem = _folder_problem(Path(cfg.data.root))
+    if problem:
+        raise ConfigError(
+            f"data.root: dataset folder {cfg.data.root} {problem}; pass --data-root with the dataset "
+            "folder (or the folder personsearch synth wrote)"
+        )
     for i, source in enumerate(cfg.data.mix):
-        if not source.root or not Path(source.root).is_dir():
-            raise ConfigError(
-                f"data.mix[{i}].root: dataset folder {source.root or '(not set)'} does not exist"
-            )
+        if not source.root:
+            raise ConfigError(f"data.mix[{i}].root is not set; give the folder of {source.dataset or 'it'}")
+        problem = _folder_problem(Path(source.root))
+        if problem:
+            raise ConfigError(f"data.mix[{i}].root: dataset folder {source.root} {problem}")
     weights = cfg.model.backbone_weights
-    if weights and not Path(weights).expanduser().is_file():
-        raise ConfigError(f"model.backbone_weights: file {weights} does not exist")
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise ConfigError(f"model.backbone_weights: file {weights} {what}; give a ResNet state-dict file")
 
 
 def dump_config(cfg: ExperimentConfig, path: Path) -> None:

@@ -27,14 +27,24 @@ already did and continues with the same batches. On the CPU with
 ``train.deterministic: true`` the losses match an uninterrupted run bit for bit.
 
 Ctrl-C (SIGINT) finishes the current step, writes a resumable ``latest`` checkpoint
-and stops; a second Ctrl-C aborts at once.
+and stops; a second Ctrl-C aborts at once, except while a checkpoint is being written,
+which is finished first.
+
+Run folders: a run never writes into a folder that holds another run's output.
+Without ``resume`` the folder must hold none of what a run writes (checkpoints,
+``config.yaml``, logs, TensorBoard events, predictions; :func:`run_outputs`), and with
+``resume`` it must hold a complete ``latest`` checkpoint (:func:`check_run_folder`).
+:func:`clear_run_outputs` deletes exactly those files, never anything else
+(``personsearch train --overwrite``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import math
+import re
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -50,6 +60,7 @@ from tqdm import tqdm
 from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.data.structures import PersonSearchSplit
 from personsearch_train.engine.checkpoint import (
+    CheckpointError,
     CheckpointFiles,
     capture_rng_state,
     load_metadata,
@@ -70,7 +81,173 @@ from personsearch_train.errors import TrainerError
 from personsearch_train.methods import MethodLosses, TrainingData, TrainingMethod, build_method
 from personsearch_train.models.structures import TrainingOutputs
 
-__all__ = ["TrainResult", "Trainer"]
+__all__ = ["TrainResult", "Trainer", "check_run_folder", "clear_run_outputs", "run_outputs"]
+
+#: Checkpoints a run writes (``NAME.safetensors``, ``NAME.json``, ``NAME.state.pt``).
+_CHECKPOINT_NAMES = ("latest", "best")
+_CHECKPOINT_SUFFIXES = (".safetensors", ".json", ".state.pt")
+#: Other files a run writes at the top of its folder.
+_RUN_FILES = ("config.yaml", "train_log.jsonl", "metrics.jsonl")
+#: Sub-folders a run writes into, with the names of the files it puts there.
+_RUN_SUBFOLDERS = (("tb", "events.out.tfevents.*"), ("predictions", "epoch_*.npz"))
+#: The temporary name ``atomic_replace`` gives a file while writing it: ``.NAME.XXXXXXXX.tmp``.
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[^.]+\.tmp$")
+
+
+def _is_run_file(name: str, patterns: Sequence[str]) -> bool:
+    """True for a file a run writes, or the temporary file it left while writing one."""
+    match = _TEMPORARY.match(name)
+    target = match["target"] if match else name
+    return any(fnmatch.fnmatchcase(target, pattern) for pattern in patterns)
+
+
+def _is_run_config(path: Path) -> bool:
+    """True when ``path`` is a resolved config a run wrote (every section of a recipe)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and set(data) == set(config_to_dict(ExperimentConfig()))
+
+
+def run_outputs(run_dir: str | Path) -> list[Path]:
+    """The files in ``run_dir`` that a training run writes, and nothing else.
+
+    Those are the ``latest`` and ``best`` checkpoints, ``config.yaml`` (when it is a
+    resolved config), ``train_log.jsonl``, ``metrics.jsonl``, TensorBoard event files in
+    ``tb/``, ``predictions/epoch_*.npz``, and the temporary files of any of these that a
+    killed run left behind. Other files (a user's notes, a ``config.yaml`` of another
+    program) are never listed.
+
+    Args:
+        run_dir: The run folder; a missing one has no outputs.
+
+    Returns:
+        The paths, sorted (top-level files first, then each sub-folder's).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    top = [f"{name}{suffix}" for name in _CHECKPOINT_NAMES for suffix in _CHECKPOINT_SUFFIXES]
+    top += [name for name in _RUN_FILES if name != "config.yaml"]
+    found = [
+        entry
+        for entry in sorted(run_dir.iterdir())
+        if entry.is_file() and _is_run_file(entry.name, [*top, "config.yaml"])
+    ]
+    config = run_dir / "config.yaml"
+    if config in found and not _is_run_config(config):
+        found.remove(config)
+    for sub, pattern in _RUN_SUBFOLDERS:
+        folder = run_dir / sub
+        if folder.is_dir():
+            found += [p for p in sorted(folder.iterdir()) if p.is_file() and _is_run_file(p.name, [pattern])]
+    return found
+
+
+def _describe_outputs(run_dir: Path, outputs: Sequence[Path]) -> str:
+    """``latest.*, best.*, config.yaml, 3 files in tb/`` for a message."""
+    parts: list[str] = []
+    for name in _CHECKPOINT_NAMES:
+        if any(p.parent == run_dir and p.name.startswith(f"{name}.") for p in outputs):
+            parts.append(f"{name}.*")
+    parts += [p.name for p in outputs if p.parent == run_dir and p.name in _RUN_FILES]
+    for sub, _ in _RUN_SUBFOLDERS:
+        count = sum(p.parent == run_dir / sub for p in outputs)
+        if count:
+            parts.append(f"{count} file{'s' if count > 1 else ''} in {sub}/")
+    temporary = sum(p.parent == run_dir and _TEMPORARY.match(p.name) is not None for p in outputs)
+    if temporary:
+        parts.append(f"{temporary} unfinished temporary file{'s' if temporary > 1 else ''}")
+    return ", ".join(parts)
+
+
+def check_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool = False) -> None:
+    """Refuse a run folder in which training would overwrite or mix with another run.
+
+    Args:
+        run_dir: The run folder (``--out``).
+        resume: Whether the run continues from the folder's ``latest`` checkpoint.
+        overwrite: The caller will delete the folder's run outputs
+            (:func:`clear_run_outputs`) before training, so they are no reason to refuse.
+
+    Raises:
+        TrainerError: ``run_dir`` is a file; a ``config.yaml`` in it was not written by
+            the trainer; without ``resume`` or ``overwrite``, it holds run outputs
+            (:func:`run_outputs`); with ``resume``, it has no complete ``latest``
+            checkpoint. Each message says what is there and what to do; nothing is
+            changed.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainerError(f"run folder {run_dir} is a file, not a folder; give another --out")
+    config = run_dir / "config.yaml"
+    if config.is_file() and not _is_run_config(config):
+        raise TrainerError(
+            f"{config} is not a config written by personsearch train, and a run would replace it; "
+            "give another --out (nothing was changed)"
+        )
+    outputs = run_outputs(run_dir)
+    latest, best = CheckpointFiles(run_dir, "latest"), CheckpointFiles(run_dir, "best")
+    if resume:
+        if latest.exists():
+            return
+        if best.exists():
+            raise TrainerError(
+                f"--resume: {run_dir} cannot be resumed exactly: its latest checkpoint is missing "
+                f"({', '.join(latest.missing())}), and best.* holds the best weights but no optimiser, "
+                "schedule or data-order state. Nothing was changed (best.* still works with eval and "
+                "export); start a new run with another --out"
+            )
+        if latest.weights.exists() or latest.metadata.exists():
+            raise TrainerError(
+                f"--resume: the latest checkpoint in {run_dir} is incomplete "
+                f"({', '.join(latest.missing())} missing); restore the missing file from a copy, or start "
+                "a new run with another --out (nothing was changed)"
+            )
+        if outputs:
+            raise TrainerError(
+                f"--resume: {run_dir} holds no checkpoint to resume, only "
+                f"{_describe_outputs(run_dir, outputs)} (the run stopped before its first checkpoint); "
+                "start it again with --overwrite, which deletes only these files, or use another --out"
+            )
+        raise TrainerError(f"--resume: {run_dir} holds no training run; start the run without --resume")
+    if outputs and not overwrite:
+        choices = ["continue it with --resume"] if latest.exists() else []
+        choices += [
+            "start a separate run with another --out",
+            "start again here with --overwrite, which deletes only these files",
+        ]
+        raise TrainerError(
+            f"{run_dir} already holds a training run's output ({_describe_outputs(run_dir, outputs)}); "
+            f"nothing was changed. To go on: {'; or '.join(choices)}"
+        )
+
+
+def clear_run_outputs(run_dir: str | Path) -> list[Path]:
+    """Delete the files a training run wrote in ``run_dir`` (:func:`run_outputs`), nothing else.
+
+    ``tb/`` and ``predictions/`` are removed too when that leaves them empty.
+
+    Args:
+        run_dir: The run folder.
+
+    Returns:
+        The files deleted.
+    """
+    run_dir = Path(run_dir)
+    outputs = run_outputs(run_dir)
+    for path in outputs:
+        path.unlink(missing_ok=True)
+    for sub, _ in _RUN_SUBFOLDERS:
+        folder = run_dir / sub
+        # Not empty (a user's file) or already gone (another rank of a torchrun launch
+        # cleared it): either way there is nothing more to do.
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return outputs
 
 
 @dataclass
@@ -176,6 +353,8 @@ class Trainer:
         self.global_step = 0
         self.best_value: float | None = None
         self._stop_requested = False
+        self._saving = False
+        self._abort_after_save = False
         self.dist: DistInfo | None = None
 
     # ----------------------------------------------------------------- set-up
@@ -314,22 +493,33 @@ class Trainer:
     def save(
         self, name: str = "latest", *, metrics: dict[str, float] | None = None, resumable: bool = True
     ) -> None:
-        """Write checkpoint ``name`` (all ranks must call it; rank 0 writes)."""
+        """Write checkpoint ``name`` (all ranks must call it; rank 0 writes).
+
+        A Ctrl-C while it writes takes effect once the checkpoint is complete, so an
+        impatient second Ctrl-C cannot leave new weights beside old metadata.
+        """
         state = self._resume_state() if resumable else None
-        if self.dist.is_main:
-            save_checkpoint(
-                self.run_dir, name, model=self.model, metadata=self._metadata(metrics), resume_state=state
-            )
-        barrier()
+        self._saving = True
+        try:
+            if self.dist.is_main:
+                save_checkpoint(
+                    self.run_dir, name, model=self.model, metadata=self._metadata(metrics), resume_state=state
+                )
+            barrier()
+        finally:
+            self._saving = False
+        if self._abort_after_save:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
 
     def _restore(self) -> None:
+        # fit() has checked that a complete latest checkpoint is there.
         files = CheckpointFiles(self.run_dir, "latest")
-        if not files.exists():
-            raise TrainerError(f"--resume: {self.run_dir} has no latest checkpoint to resume from")
         meta = load_metadata(files)
-        if meta.get("model", {}).get("name") != self.cfg.model.name:
+        saved_model = (meta.get("model") or {}).get("name")
+        if saved_model != self.cfg.model.name:
             raise TrainerError(
-                f"--resume: {files.metadata} is for model {meta.get('model', {}).get('name')!r}, "
+                f"--resume: {files.metadata} is for model {saved_model!r}, "
                 f"the recipe asks for {self.cfg.model.name!r}"
             )
         # Checkpoints older than the method registry name no method: seqnet_oim trained them.
@@ -348,28 +538,53 @@ class Trainer:
                 f"--resume: the method's loss state in {files.folder} does not fit the recipe's "
                 f"method_args ({exc}); resume with the settings the run started with"
             ) from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.hook_modules.load_state_dict(state["hook_modules"])
-        for hook, hook_state in zip(self.hooks, state["hooks"], strict=False):
-            hook.load_state_dict(hook_state)
-        self.epoch = int(state["epoch"])
-        self.iter_in_epoch = int(state["iter_in_epoch"])
-        self.global_step = int(state["global_step"])
-        self.best_value = state["best_value"]
-        rngs = state["rng"]
-        restore_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
-        self._truncate_log(self.global_step)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.hook_modules.load_state_dict(state["hook_modules"])
+            for hook, hook_state in zip(self.hooks, state["hooks"], strict=False):
+                hook.load_state_dict(hook_state)
+            self.epoch = int(state["epoch"])
+            self.iter_in_epoch = int(state["iter_in_epoch"])
+            self.global_step = int(state["global_step"])
+            self.best_value = state["best_value"]
+            rngs = state["rng"]
+            restore_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            # A state written by another recipe (other hooks or parameter groups), or one
+            # whose pieces were edited: the optimiser and torch say so in their own words.
+            detail = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            raise CheckpointError(
+                f"--resume: the resume state in {files.state} does not fit this run ({detail}); resume "
+                f"with the recipe and settings the run started with ({self.run_dir / 'config.yaml'}), "
+                "or start a new run with another --out"
+            ) from None
+        self._truncate_logs(self.global_step)
 
     # ------------------------------------------------------------------ logs
-    def _truncate_log(self, keep_steps: int) -> None:
-        log = self.run_dir / "train_log.jsonl"
-        if not self.dist.is_main or not log.is_file():
+    def _truncate_logs(self, keep_steps: int) -> None:
+        """Drop log lines written after the checkpoint being resumed, and any torn line.
+
+        Steps (and evaluations) logged after the checkpoint, by a run that crashed or
+        was killed between checkpoints, are redone by the resumed run; a line a killed
+        process left half-written is not JSON and is dropped too.
+        """
+        if not self.dist.is_main:
             return
-        # Steps logged after the checkpoint (a crash between checkpoints) are redone.
-        lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= keep_steps]
-        atomic_write_bytes(log, "".join(ln + "\n" for ln in lines).encode("utf-8"), sync_dir=True)
+        for name in ("train_log.jsonl", "metrics.jsonl"):
+            log = self.run_dir / name
+            if not log.is_file():
+                continue
+            kept = []
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    step = json.loads(line).get("step")
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if isinstance(step, int) and step <= keep_steps:
+                    kept.append(line + "\n")
+            atomic_write_bytes(log, "".join(kept).encode("utf-8"), sync_dir=True)
 
     def _open_writer(self) -> Any:
         if not self.dist.is_main:
@@ -389,15 +604,24 @@ class Trainer:
             previous = None
 
         def handler(signum: int, frame: Any) -> None:
-            if self._stop_requested:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            if self.dist is None or self.dist.is_main:
-                tqdm.write(
-                    "Interrupted: finishing this step, then writing a resumable checkpoint "
-                    "(Ctrl-C again aborts)"
-                )
+            main = self.dist is None or self.dist.is_main
+            if not self._stop_requested:
+                self._stop_requested = True
+                if main:
+                    tqdm.write(
+                        "Interrupted: finishing this step, then writing a resumable checkpoint "
+                        "(Ctrl-C again aborts)"
+                    )
+                return
+            if self._saving:
+                # Aborting between the renames of a checkpoint's files would leave new
+                # weights beside old metadata; save() raises once they are all in place.
+                self._abort_after_save = True
+                if main:
+                    tqdm.write("Aborting as soon as the checkpoint being written is complete")
+                return
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
 
         installed = False
         try:
@@ -454,9 +678,9 @@ class Trainer:
     def fit(self, *, resume: bool = False, max_steps: int = 0) -> TrainResult:
         """Train to the end of the schedule (or until interrupted).
 
-        The steps, in order: :meth:`setup` (build everything), restore ``latest`` when
-        resuming, then per epoch :meth:`train_epoch` and :meth:`end_epoch` (hooks,
-        evaluation, checkpoints).
+        The steps, in order: check the run folder (:func:`check_run_folder`),
+        :meth:`setup` (build everything), restore ``latest`` when resuming, then per
+        epoch :meth:`train_epoch` and :meth:`end_epoch` (hooks, evaluation, checkpoints).
 
         Args:
             resume: Continue from ``run_dir/latest`` (exactly where it stopped).
@@ -465,8 +689,16 @@ class Trainer:
 
         Returns:
             Steps, metrics and whether the run stopped early.
+
+        Raises:
+            TrainerError: The run folder holds another run's output (without
+                ``resume``) or no complete ``latest`` checkpoint (with it), a damaged
+                checkpoint, a recipe that does not fit the checkpoint, or bad data.
         """
         started = time.perf_counter()
+        # Before anything is written (every rank checks before the process group forms,
+        # so rank 0 cannot have written yet).
+        check_run_folder(self.run_dir, resume=resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.setup()
         if resume:
