@@ -297,14 +297,21 @@ def find_checkpoint(path: str | Path, *, prefer: str = "best") -> CheckpointFile
     """Resolve a checkpoint from a run folder or one of a checkpoint's files.
 
     Args:
-        path: A run folder (``prefer`` then ``latest`` is used), or a
-            ``.safetensors``/``.json``/``.state.pt`` file of a checkpoint.
+        path: A run folder (``prefer`` then ``latest`` is used), a
+            ``.safetensors``/``.json``/``.state.pt`` file of a checkpoint, or
+            ``pretrained:NAME`` for a model shipped with the SDK
+            (:mod:`personsearch_train.pretrained`, verified against its pinned hash).
         prefer: Which checkpoint of a run folder to try first.
 
     Raises:
         CheckpointError: When no checkpoint is found (the message names the files of
             an incomplete one).
+        TrainerError: A ``pretrained:`` name that is not shipped, or whose file is damaged.
     """
+    from personsearch_train.pretrained import is_pretrained_reference, shipped_checkpoint
+
+    if is_pretrained_reference(path):
+        path = shipped_checkpoint(str(path))
     path = Path(path)
     if path.is_dir():
         for name in (prefer, "latest", "best"):
