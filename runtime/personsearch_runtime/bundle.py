@@ -950,6 +950,10 @@ class Bundle:
         root = Path(path)
         if root.name == MANIFEST_NAME and root.is_file():
             root = root.parent
+        if root.exists() and not root.is_dir():
+            raise BundleError(
+                f"{root} is a file, not a bundle folder; pass the folder 'personsearch export' wrote"
+            )
         if not root.is_dir():
             raise BundleError(
                 f"bundle directory {root} does not exist; pass the folder 'personsearch export' wrote"

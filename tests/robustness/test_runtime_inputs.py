@@ -772,3 +772,13 @@ def test_a_disk_full_while_writing_hits_leaves_nothing_half_written(
         err, "query"
     )
     assert [p.name for p in (tmp_path / "q").iterdir()] == []
+
+
+def test_a_bundle_path_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    from personsearch_runtime.bundle import Bundle
+    from personsearch_runtime.errors import BundleError
+
+    file = tmp_path / "bundle.onnx"
+    file.write_bytes(b"not a folder")
+    with pytest.raises(BundleError, match="is a file, not a bundle folder"):
+        Bundle.load(file)

@@ -283,3 +283,19 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(TrainerError, match="not empty"):
         generate_dataset(foreign, "tiny")
     assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_an_interrupted_generation_is_cleared_on_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    (out / "CUHK-SYSU" / "Image").mkdir(parents=True)  # what a killed run leaves: no manifest yet
+    (out / "PRW").mkdir()
+    (out / "PRW" / "half_written.jpg").write_bytes(b"\xff\xd8")
+    manifest = generate_dataset(out, "tiny", seed=0, workers=1)
+    assert (out / "synthetic_manifest.json").is_file() and not (out / "PRW" / "half_written.jpg").exists()
+    assert manifest.counts["prw"]["test_images"] == 30
+    # A folder with anything else in it is still the user's and is refused.
+    (out / "synthetic_manifest.json").unlink()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TrainerError, match="not empty"):
+        generate_dataset(out, "tiny")
+    assert (out / "notes.txt").read_text() == "mine"

@@ -30,14 +30,14 @@ def run(args: argparse.Namespace) -> int:
     """Print the gallery description and/or the bundle's detection path.
 
     Raises:
-        SystemExit: Neither option given.
-        PersonSearchError: The gallery or bundle cannot be read.
+        PersonSearchError: Neither option given, or the gallery or bundle cannot be read.
     """
     from personsearch_runtime.bundle import Bundle
+    from personsearch_runtime.errors import PersonSearchError
     from personsearch_runtime.searcher import pipeline_for_bundle
 
     if args.gallery is None and args.bundle is None:
-        raise SystemExit("personsearch info: give --gallery DIR, --bundle DIR, or both")
+        raise PersonSearchError("give --gallery DIR, --bundle DIR, or both")
     payload: dict[str, Any] = {}
     lines: list[str] = []
     if args.gallery is not None:

@@ -591,12 +591,15 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _prepare_output(out_dir: Path) -> None:
-    """Create ``out_dir``, or clear a previous synthetic set in it; refuse foreign folders."""
+    """Create ``out_dir``, or clear a previous or interrupted synthetic set in it; refuse foreign folders."""
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainerError(f"{out_dir}: exists and is not a folder. Choose another --out.")
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = {p.name for p in out_dir.iterdir()}
-    if entries and _MANIFEST not in entries:
+    # The manifest is written last, so a folder holding only our output folders is a
+    # generation that was interrupted (Ctrl-C, full disk): ours to clear, not the user's.
+    interrupted = bool(entries) and entries <= set(_OUTPUT_FOLDERS)
+    if entries and _MANIFEST not in entries and not interrupted:
         raise TrainerError(
             f"{out_dir}: folder is not empty and holds no {_MANIFEST}; refusing to write a synthetic "
             "set into it. Choose an empty or new folder for --out."
