@@ -30,13 +30,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SHIPPED_MODEL", "DemoStep", "add_arguments", "check_top_hit", "demo_steps", "run"]
+__all__ = ["SHIPPED_MODEL", "DemoError", "DemoStep", "add_arguments", "check_top_hit", "demo_steps", "run"]
 
 #: The shipped checkpoint the demo exports, indexes and queries with.
 SHIPPED_MODEL = "pretrained:seqnet_small_synthetic"
 
 #: IoU a hit needs with a ground-truth box to count as that person (the PRW protocol's 0.5).
 _MATCH_IOU = 0.5
+
+
+class DemoError(Exception):
+    """The demo cannot run with the options given (printed as a message, exit code 2)."""
+
+    is_user_error = True
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default="tiny", choices=("tiny", "small", "medium"), help="synthetic data size"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of the synthetic data (0 to 2**32-1)")
     parser.add_argument("--fresh", action="store_true", help="redo every step even if its output exists")
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a synthetic-data seed, 0 to 2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 4294967295 (2**32-1), got {value}")
+    return value
 
 
 def _eval_step(title: str, dataset: str, root: Path, source: tuple[str, str], out: Path) -> DemoStep:
@@ -293,6 +310,8 @@ def run(args: argparse.Namespace, steps: Sequence[DemoStep] | None = None) -> in
     from personsearch_runtime.cli import main as personsearch
 
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise DemoError(f"--out {out} is a file; the demo writes a folder of outputs: give a folder path")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     steps = list(steps if steps is not None else demo_steps(out, args.preset, args.seed))
