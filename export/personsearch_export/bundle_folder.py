@@ -62,9 +62,10 @@ _MAX_LISTED = 10
 def open_bundle(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Bundle:
     """Load a bundle named on the command line, checking every graph's recorded SHA-256.
 
-    The checks are the runtime's (:meth:`personsearch_runtime.bundle.Bundle.load`); this adds
-    a message for a path that is a file, and calls a graph whose bytes do not match the
-    manifest's hash what it is: corrupted.
+    The exporter's commands open bundles through this one function so each of them
+    checks the graphs' hashes by default; the checks and their messages (a path that is
+    a file, a missing manifest or graph, a graph whose bytes do not match: "corrupted")
+    are the runtime's (:meth:`personsearch_runtime.bundle.Bundle.load`).
 
     Args:
         path: The bundle folder (or its ``manifest.json``).
@@ -74,23 +75,10 @@ def open_bundle(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> 
         The bundle.
 
     Raises:
-        ExportError: ``path`` is a file other than a manifest, or a graph is corrupted.
-        BundleError: No folder, no or an invalid manifest, a missing graph file.
+        BundleError: ``path`` is a file other than a manifest, no folder, no or an invalid
+            manifest, a missing graph file, or a corrupted graph.
     """
-    root = Path(path)
-    if root.is_file() and root.name != MANIFEST_NAME:
-        raise ExportError(
-            f"{root} is a file, not a bundle folder; pass the folder 'personsearch export' wrote"
-        )
-    # Structure first (missing manifest or files keep their own messages); what the second,
-    # hashing load adds is the hash check alone, so its failure means damaged bytes.
-    bundle = Bundle.load(root, verify_hashes=False)
-    if verify_hashes:
-        try:
-            Bundle.load(root, verify_hashes=True)
-        except BundleError as exc:
-            raise ExportError(f"bundle {bundle.root} is corrupted: {exc}") from None
-    return bundle
+    return Bundle.load(path, verify_hashes=verify_hashes)
 
 
 def _owned_files(manifest: Manifest) -> set[str]:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from personsearch_runtime.bundle import file_sha256
 
 from personsearch_export.errors import CheckpointError
 
@@ -34,7 +33,8 @@ class LoadedCheckpoint:
         method: The training method the checkpoint names (its export description
             says which graphs to write).
         weights_path: The ``.safetensors`` file.
-        weights_sha256: Its SHA-256 (the bundle's model identity).
+        weights_sha256: Its SHA-256 (the bundle's model identity), as the trainer's
+            loader hashed and verified it.
     """
 
     model: torch.nn.Module
@@ -72,5 +72,5 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         model_name=loaded.model_name,
         method=loaded.method,
         weights_path=loaded.files.weights,
-        weights_sha256=file_sha256(loaded.files.weights),
+        weights_sha256=loaded.weights_sha256,
     )

@@ -238,9 +238,10 @@ def verify_bundle(
         The parity report (also written to ``BUNDLE/parity.json``).
 
     Raises:
-        ExportError: A bad ``parity_cases``, a path that is not a bundle folder, a
-            corrupted graph, or a checkpoint other than the one the bundle was exported from.
-        BundleError: A missing or invalid manifest or graph file.
+        ExportError: A bad ``parity_cases``, or a checkpoint other than the one the
+            bundle was exported from.
+        BundleError: A path that is not a bundle folder, a missing or invalid manifest or
+            graph file, or a corrupted graph.
     """
     _check_parity_cases(parity_cases)
     loaded_bundle = open_bundle(bundle)

@@ -239,8 +239,7 @@ def write_repository(
     if kind not in ("KIND_GPU", "KIND_CPU"):
         raise ExportError(f"instance kind must be KIND_GPU or KIND_CPU, got {kind!r}")
     engines = Path(engine_dir) if engine_dir is not None else bundle.root / ENGINE_DIR
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_bundle_folder(out)
+    tmp = new_bundle_folder(out)  # makes out's parents
     configs: dict[str, TritonModelConfig] = {}
     try:
         for role in roles:

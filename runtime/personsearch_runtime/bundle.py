@@ -977,9 +977,8 @@ class Bundle:
                 )
             if verify_hashes and file_sha256(file) != model.sha256:
                 raise BundleError(
-                    f"models.{role}.sha256: {file} does not match the manifest's hash (corrupt "
-                    "or partial copy); "
-                    "copy the bundle again or re-export it"
+                    f"bundle {root} is corrupted: models.{role}.sha256: {file} does not match the "
+                    "manifest's hash (corrupt or partial copy); copy the bundle again or re-export it"
                 )
         if manifest.tokenizer is not None and not (root / manifest.tokenizer.file).is_file():
             raise BundleError(f"tokenizer.file: {root / manifest.tokenizer.file} is missing")

@@ -318,6 +318,8 @@ class IndexSummary:
         detections: Detections stored in this run.
         skipped: (path, reason) of unreadable files.
         seconds: Wall time of the run.
+        bad_frames: (path, reason) of videos whose frames were partly undecodable (the
+            reason names the frames; the others were indexed).
     """
 
     sources: int
@@ -326,6 +328,7 @@ class IndexSummary:
     detections: int
     skipped: tuple[tuple[str, str], ...] = field(default=())
     seconds: float = 0.0
+    bad_frames: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def frames_per_second(self) -> float:
@@ -643,6 +646,7 @@ class PersonSearcher:
             detections=detections,
             skipped=tuple(reader.stats.skipped),
             seconds=time.perf_counter() - started,
+            bad_frames=tuple(reader.stats.bad_frames),
         )
 
     def search_crop(

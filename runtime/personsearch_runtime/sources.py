@@ -13,8 +13,8 @@ past a damaged frame), and a video that ends before the frame count in its heade
 (a truncated file) is reported too; both are listed in ``ReadStats.bad_frames``. Every
 such skip is also logged once as a WARNING on this module's logger with the record
 attributes ``skipped_item = (path, reason)`` and ``skipped_kind`` (``"file"`` or
-``"frames"``), so a caller that does not own the reader (``personsearch index``) can
-collect them for its summary instead of printing them twice.
+``"frames"``), so a caller that prints them in its own summary (``personsearch index``,
+from ``IndexSummary``) can filter them out of the log instead of printing them twice.
 
 ``SourceFingerprint`` identifies a file's content for the gallery: its size, its
 ``mtime_ns`` and the SHA-256 of its first MiB (the whole file when smaller). A file whose
@@ -276,28 +276,21 @@ class FrameReader:
                 continue
         return False
 
-    def _skip(self, path: Path, reason: str) -> None:
-        self.stats.skipped.append((str(path), reason))
+    def _report(self, path: Path, reason: str, kind: str) -> None:
+        """Record a skip (``kind``: ``"file"`` or ``"frames"``) in the stats and log it once."""
+        item = (str(path), reason)
+        (self.stats.skipped if kind == "file" else self.stats.bad_frames).append(item)
         # Logged, not raised: one bad file must not stop a long indexing run.
-        _LOG.warning(
-            "skipping %s: %s",
-            path,
-            reason,
-            extra={"skipped_item": (str(path), reason), "skipped_kind": "file"},
-        )
+        _LOG.warning("skipping %s: %s", path, reason, extra={"skipped_item": item, "skipped_kind": kind})
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self._report(path, reason, "file")
 
     def _bad_frames(self, path: Path, frames: list[int], total: int, ended_early: bool) -> None:
         reason = f"{_frame_ranges(frames)} could not be decoded"
         if ended_early:
             reason += f" (the video ends before the {total} frames its header lists: truncated or damaged)"
-        reason += "; its other frames were read"
-        self.stats.bad_frames.append((str(path), reason))
-        _LOG.warning(
-            "skipping %s: %s",
-            path,
-            reason,
-            extra={"skipped_item": (str(path), reason), "skipped_kind": "frames"},
-        )
+        self._report(path, reason + "; its other frames were read", "frames")
 
     def _read_image(self, path: Path) -> None:
         import cv2

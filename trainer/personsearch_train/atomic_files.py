@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_replace", "atomic_write_bytes", "fsync_dir"]
+__all__ = ["atomic_replace", "atomic_write_bytes", "fsync_dir", "fsync_file"]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -33,6 +33,16 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's contents to disk.
+
+    Args:
+        path: The file (it is opened for writing, so it must be writable).
+    """
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
 
 
 @contextmanager
@@ -62,8 +72,7 @@ def atomic_replace(
     try:
         yield tmp
         if sync:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

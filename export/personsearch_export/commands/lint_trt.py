@@ -52,8 +52,9 @@ def lint_targets(paths: list[Path], roles: list[str] | None = None) -> dict[str,
         File path -> findings.
 
     Raises:
-        ExportError: A path that is neither, a corrupted bundle graph, an unreadable ONNX file.
-        BundleError: A bundle without a valid manifest, or without a requested role.
+        ExportError: A path that is neither, or an unreadable ONNX file.
+        BundleError: A bundle without a valid manifest, with a corrupted graph, or without
+            a requested role.
     """
     targets = [target for path in paths for target in _targets(path, roles)]
     return {str(target): lint_path(target) for target in targets}

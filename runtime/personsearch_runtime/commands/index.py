@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from personsearch_runtime.commands._options import add_model_options, positive_int
@@ -65,38 +67,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-class _SkipCollector(logging.Handler):
-    """Collects the frame reader's skip records, so that each skip is printed once, in the summary.
+def _is_not_a_skip(record: logging.LogRecord) -> bool:
+    return not hasattr(record, "skipped_item")
 
-    While active, the reader's logger does not pass its records on (they would be printed
-    as they happen and then again in the summary); records that are not skips are still
-    printed to stderr.
+
+@contextmanager
+def _skips_left_to_the_summary() -> Iterator[None]:
+    """Keep the frame reader from printing each skip as it happens; the summary names them all.
+
+    Its other records still go through.
     """
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.files: list[tuple[str, str]] = []
-        self.frames: list[tuple[str, str]] = []
-        self._logger = logging.getLogger("personsearch_runtime.sources")
-        self._propagate = self._logger.propagate
-
-    def emit(self, record: logging.LogRecord) -> None:
-        item = getattr(record, "skipped_item", None)
-        if item is None:
-            print(record.getMessage(), file=sys.stderr)
-        elif getattr(record, "skipped_kind", "file") == "frames":
-            self.frames.append(item)
-        else:
-            self.files.append(item)
-
-    def __enter__(self) -> _SkipCollector:
-        self._logger.addHandler(self)
-        self._logger.propagate = False
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._logger.removeHandler(self)
-        self._logger.propagate = self._propagate
+    logger = logging.getLogger("personsearch_runtime.sources")
+    logger.addFilter(_is_not_a_skip)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_is_not_a_skip)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                 count = len(gallery)
                 print(f"rebuilt the search index of {gallery.path} from {count} stored detections")
             return 0
-        with _SkipCollector() as skips:
+        with _skips_left_to_the_summary():
             summary = searcher.index(
                 gallery,
                 files,
@@ -152,11 +138,11 @@ def run(args: argparse.Namespace) -> int:
             )
         info = gallery.info()
         replaced = list(gallery.replaced_sources)
-    _print_summary(summary, replaced, skips, info)
+    _print_summary(summary, replaced, info)
     return 0
 
 
-def _print_summary(summary: Any, replaced: list[str], skips: _SkipCollector, info: Any) -> None:
+def _print_summary(summary: Any, replaced: list[str], info: Any) -> None:
     done = f", {summary.already_done} already done" if summary.already_done else ""
     print(
         f"indexed {summary.frames} frames ({summary.detections} detections) from {summary.sources} sources"
@@ -166,16 +152,13 @@ def _print_summary(summary: Any, replaced: list[str], skips: _SkipCollector, inf
         print(f"re-indexed {len(replaced)} changed file(s) (their old detections were replaced):")
         for path in replaced:
             print(f"  {path}")
-    # The collector saw every skip of this run; the summary's list is the fallback for a
-    # reader that logs nothing (both name the same files).
-    files = skips.files or list(summary.skipped)
-    if files:
-        print(f"skipped {len(files)} unreadable file(s):")
-        for path, reason in files:
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} unreadable file(s):")
+        for path, reason in summary.skipped:
             print(f"  {path}: {reason}")
-    if skips.frames:
-        print(f"skipped undecodable frames in {len(skips.frames)} video(s):")
-        for path, reason in skips.frames:
+    if summary.bad_frames:
+        print(f"skipped undecodable frames in {len(summary.bad_frames)} video(s):")
+        for path, reason in summary.bad_frames:
             print(f"  {path}: {reason}")
     print(
         f"gallery {info.path}: {info.num_sources} sources, {info.num_frames} frames, "

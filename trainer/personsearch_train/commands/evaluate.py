@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.commands.output_paths import check_output_file, check_output_folder
 from personsearch_train.data.registry import available_readers, load_split
-from personsearch_train.engine.config import CUHK_SYSU_GALLERY_SIZES, resolve_dataset_root
+from personsearch_train.engine.config import check_gallery_size, resolve_dataset_root
 from personsearch_train.errors import TrainerError
 from personsearch_train.evaluation.scoring import DEFAULT_GALLERY_SIZE, EvalOptions
 
@@ -151,11 +151,7 @@ def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
     )
     if args.batch_size < 1:
         raise TrainerError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if options.dataset == "cuhk_sysu" and options.gallery_size not in CUHK_SYSU_GALLERY_SIZES:
-        raise TrainerError(
-            f"--gallery-size {options.gallery_size} is not a CUHK-SYSU gallery size; choose one of "
-            f"{', '.join(map(str, CUHK_SYSU_GALLERY_SIZES))} (-1 = full set)"
-        )
+    check_gallery_size(options.dataset, options.gallery_size, "--gallery-size")
     if args.gt_boxes and args.cbgm:
         raise TrainerError("--gt-boxes and --cbgm do not combine: CBGM re-scores detections")
     for option, path in (("--json", args.json), ("--save-predictions", args.save_predictions)):

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import pickle
 import platform
 import random
@@ -51,7 +50,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from personsearch_train.atomic_files import atomic_replace, fsync_dir
+from personsearch_train.atomic_files import atomic_replace, fsync_dir, fsync_file
 from personsearch_train.errors import TrainerError
 
 if TYPE_CHECKING:
@@ -207,14 +206,9 @@ def save_checkpoint(
         meta_tmp.write_bytes(json.dumps(meta, indent=2, sort_keys=True, default=_json_default).encode())
         for tmp in (weights_tmp, state_tmp, meta_tmp):
             if tmp is not None:
-                _fsync_file(tmp)
+                fsync_file(tmp)
     fsync_dir(files.folder)
     return files
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
 
 
 def file_sha256(path: str | Path) -> str:
@@ -237,13 +231,16 @@ def _content_record(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def verify_checkpoint_file(files: CheckpointFiles, metadata: Mapping[str, Any], part: str) -> None:
+def verify_checkpoint_file(files: CheckpointFiles, metadata: Mapping[str, Any], part: str) -> str | None:
     """Check a checkpoint file against the size and SHA-256 its metadata records.
 
     Args:
         files: The checkpoint.
         metadata: Its JSON metadata (:func:`load_metadata`).
         part: ``"weights"`` (the ``.safetensors`` file) or ``"state"`` (``.state.pt``).
+
+    Returns:
+        The file's SHA-256 (hex), verified; None when the metadata records none.
 
     Raises:
         CheckpointError: The file is missing, or its size or hash differs from the
@@ -254,10 +251,10 @@ def verify_checkpoint_file(files: CheckpointFiles, metadata: Mapping[str, Any], 
     path = {"weights": files.weights, "state": files.state}[part]
     checksums = metadata.get("checksums")
     if checksums is None:
-        return
+        return None
     record = checksums.get(part) if isinstance(checksums, Mapping) else checksums
     if record is None:
-        return
+        return None
     if (
         not isinstance(record, Mapping)
         or not isinstance(record.get("sha256"), str)
@@ -281,6 +278,7 @@ def verify_checkpoint_file(files: CheckpointFiles, metadata: Mapping[str, Any], 
             f"{path} is corrupted (SHA-256 mismatch: expected {record['sha256']}, found {found}); "
             f"{_DAMAGED_ADVICE}"
         )
+    return found
 
 
 def _json_default(value: Any) -> Any:
@@ -461,6 +459,8 @@ class LoadedCheckpoint:
         loss_state: ``state_dict`` of the method's losses found among the weights of an
             older checkpoint (OIM tables); empty for current ones, which keep it in the
             resume state.
+        weights_sha256: SHA-256 (hex) of the ``.safetensors`` file the weights came from
+            (checked against the metadata's record where there is one).
     """
 
     model: torch.nn.Module
@@ -468,6 +468,7 @@ class LoadedCheckpoint:
     method: TrainingMethod
     files: CheckpointFiles
     loss_state: dict[str, torch.Tensor]
+    weights_sha256: str
 
     @property
     def model_name(self) -> str:
@@ -494,7 +495,8 @@ def read_checkpoint(path: str | Path, *, prefer: str = "best") -> LoadedCheckpoi
 
     files = find_checkpoint(path, prefer=prefer)
     meta = load_metadata(files)
-    verify_checkpoint_file(files, meta, "weights")
+    # Hashed once: verified against the record, or (older checkpoints) computed for callers.
+    weights_sha256 = verify_checkpoint_file(files, meta, "weights") or file_sha256(files.weights)
     spec = meta.get("model")
     if (
         not isinstance(spec, dict)
@@ -511,7 +513,14 @@ def read_checkpoint(path: str | Path, *, prefer: str = "best") -> LoadedCheckpoi
     _check_fits(model, weights, files, meta["model"]["name"])
     model.load_state_dict(weights, strict=True)
     model.eval()
-    return LoadedCheckpoint(model=model, metadata=meta, method=method, files=files, loss_state=loss_state)
+    return LoadedCheckpoint(
+        model=model,
+        metadata=meta,
+        method=method,
+        files=files,
+        loss_state=loss_state,
+        weights_sha256=weights_sha256,
+    )
 
 
 def load_model_weights(

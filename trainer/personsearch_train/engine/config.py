@@ -41,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "build_dataclass",
+    "check_gallery_size",
     "check_paths",
     "config_from_dict",
     "config_to_dict",
@@ -54,8 +55,6 @@ __all__ = [
 
 #: Seeds every generator accepts (NumPy's legacy seeding takes 32-bit values).
 MAX_SEED = 2**32 - 1
-#: CUHK-SYSU gallery sizes of the protocol (-1: the full set).
-CUHK_SYSU_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000, -1)
 
 #: Folder holding the named recipes (``trainer/recipes`` in a source checkout).
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -291,11 +290,7 @@ class ExperimentConfig:
             # the data is read); a NaN or infinity is never meant and is caught here.
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"model.overrides.{name}: expected a finite number, got {value!r}")
-        if self.data.dataset == "cuhk_sysu" and self.eval.gallery_size not in CUHK_SYSU_GALLERY_SIZES:
-            raise ConfigError(
-                f"eval.gallery_size: {self.eval.gallery_size} is not a CUHK-SYSU gallery size "
-                f"(one of {', '.join(map(str, CUHK_SYSU_GALLERY_SIZES))}; -1 = full set)"
-            )
+        check_gallery_size(self.data.dataset, self.eval.gallery_size, "eval.gallery_size:")
         for name in ("max_iters_per_epoch", "log_every", "checkpoint_every", "num_workers", "cpu_threads"):
             section = self.data if name == "num_workers" else self.train
             if getattr(section, name) < 0:
@@ -323,6 +318,28 @@ def _choice(key: str, value: str, choices: Sequence[str]) -> None:
 def _positive(key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def check_gallery_size(dataset: str, gallery_size: int, key: str) -> None:
+    """Refuse a CUHK-SYSU gallery size the protocol has no ``TestG{N}.mat`` for.
+
+    Args:
+        dataset: Reader name; only ``cuhk_sysu`` has gallery sizes.
+        gallery_size: One of the reader's ``GALLERY_SIZES``, or -1 for the full set.
+        key: The setting or option that gave it, as the message should name it
+            (``"eval.gallery_size:"``, ``"--gallery-size"``).
+
+    Raises:
+        ConfigError: Any other size for ``cuhk_sysu``.
+    """
+    from personsearch_train.data.cuhk_sysu import GALLERY_SIZES
+
+    sizes = (*GALLERY_SIZES, -1)
+    if dataset == "cuhk_sysu" and gallery_size not in sizes:
+        raise ConfigError(
+            f"{key} {gallery_size} is not a CUHK-SYSU gallery size; choose one of "
+            f"{', '.join(map(str, sizes))} (-1 = full set)"
+        )
 
 
 def _in_range(key: str, value: float, low: float, high: float) -> None:

@@ -131,11 +131,9 @@ def run_outputs(run_dir: str | Path) -> list[Path]:
     if not run_dir.is_dir():
         return []
     top = [f"{name}{suffix}" for name in _CHECKPOINT_NAMES for suffix in _CHECKPOINT_SUFFIXES]
-    top += [name for name in _RUN_FILES if name != "config.yaml"]
+    top += _RUN_FILES
     found = [
-        entry
-        for entry in sorted(run_dir.iterdir())
-        if entry.is_file() and _is_run_file(entry.name, [*top, "config.yaml"])
+        entry for entry in sorted(run_dir.iterdir()) if entry.is_file() and _is_run_file(entry.name, top)
     ]
     config = run_dir / "config.yaml"
     if config in found and not _is_run_config(config):
