@@ -585,6 +585,8 @@ class PersonSearcher:
         Raises:
             InputError: ``gallery`` is not a gallery, ``sources`` is empty or not paths,
                 ``every_nth_frame`` is not a whole number >= 1.
+            GalleryError: The gallery was built with another model or indexed at another
+                ``every_nth_frame``.
         """
         _check_gallery(gallery)
         if isinstance(sources, (str, os.PathLike)):
@@ -601,6 +603,8 @@ class PersonSearcher:
                 raise InputError(f"sources[{i}] is {source!r}, not a path; {expected}")
         every_nth_frame = _whole_number(every_nth_frame, "every_nth_frame (--every-nth-frame)", minimum=1)
         gallery.check_bundle(self.bundle)
+        # One gallery never mixes frame strides, whoever calls (the first run records it).
+        gallery.check_settings(every_nth_frame=every_nth_frame)
         files = expand_sources(sources)
         resume = {str(f): gallery.resume_point(str(f)) for f in files}
         already = sum(1 for v in resume.values() if v < 0)

@@ -311,6 +311,18 @@ def test_other_settings_than_the_gallery_was_built_with_are_refused(
     assert code == 2 and "--every-nth-frame" in err
 
 
+def test_the_python_api_refuses_another_stride_too(bundle: Path, tmp_path: Path) -> None:
+    from personsearch_runtime.searcher import PersonSearcher
+
+    video = write_video(tmp_path / "cam.avi", 9)
+    searcher = PersonSearcher(bundle=bundle, batch_size=2)
+    with GalleryIndex.open_for_bundle(tmp_path / "g", searcher.bundle) as gallery:
+        assert searcher.index(gallery, [video], every_nth_frame=3).frames == 3
+        with pytest.raises(GalleryError, match="--every-nth-frame 3, this run asks for --every-nth-frame 2"):
+            searcher.index(gallery, [video], every_nth_frame=2)
+        assert gallery.info().num_frames == 3
+
+
 # ---- 5. one writer at a time ----------------------------------------------------------------------
 
 _HOLD_THE_LOCK = """
