@@ -30,14 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OIMLoss", "update_memory"]
+__all__ = ["OIMLoss", "gather_across_ranks", "update_memory"]
 
 #: Logit given to memory rows not written yet: far below any ``scale * cosine``.
 _UNWRITTEN_LOGIT = -1.0e4
 
 
-def _gather_across_ranks(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """All-gather variable-length ``features [N, D]`` and ``labels [N]``, in rank order."""
+def gather_across_ranks(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """All-gather variable-length ``features [N, D]`` and ``labels [N]`` (int64), in rank order.
+
+    Returns the inputs unchanged outside a multi-process run.
+    """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -133,7 +136,7 @@ class _OIMFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # The memory is a constant of the loss; use it as it was before this update.
             grad_features = grad_logits @ torch.cat([lut, queue], dim=0)
-        all_features, all_labels = _gather_across_ranks(features.detach(), labels)
+        all_features, all_labels = gather_across_ranks(features.detach(), labels)
         update_memory(all_features, all_labels, lut, queue, queue_head, ctx.momentum)
         return grad_features, None, None, None, None, None
 

@@ -140,6 +140,10 @@ class SeqNet(nn.Module):
         constructor_arguments: Every constructor argument by name, as JSON types;
             ``SeqNet(**constructor_arguments)`` (or a builder given them) rebuilds the
             same architecture. Checkpoints store it.
+        embed_ground_truth: Training switch, off by default and not part of the
+            architecture: when True, :meth:`forward_train` also pools every ground-truth
+            box and returns head 2's embeddings of them in ``gt_embeddings`` (they join
+            the sampled RoIs in one head-2 batch, so BatchNorm sees them together).
     """
 
     def __init__(
@@ -235,6 +239,7 @@ class SeqNet(nn.Module):
             learn_shift=embedding_learn_shift,
         )
         self.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+        self.embed_ground_truth = False
         self.roi_sampler = RoISampler(
             fg_iou_thresh=box_fg_iou_thresh,
             bg_iou_thresh=box_bg_iou_thresh,
@@ -393,8 +398,16 @@ class SeqNet(nn.Module):
             )
         ]
         second = [self.roi_sampler(r, b, q) for r, b, q in zip(regressed, gt_boxes, gt_pids, strict=True)]
-        embeddings, person_logits, box_deltas = self.reid_head_outputs(
-            self.roi_align(features, [s.boxes for s in second])
+        pooled = self.roi_align(features, [s.boxes for s in second])
+        num_sampled = pooled.shape[0]
+        if self.embed_ground_truth:
+            pooled = torch.cat([pooled, self.roi_align(features, gt_boxes)])
+        embeddings, person_logits, box_deltas = self.reid_head_outputs(pooled)
+        gt_embeddings = embeddings[num_sampled:] if self.embed_ground_truth else None
+        embeddings, person_logits, box_deltas = (
+            embeddings[:num_sampled],
+            person_logits[:num_sampled],
+            box_deltas[:num_sampled],
         )
         second_is_person = torch.cat([s.is_person for s in second])
         loss_box_cls = F.binary_cross_entropy_with_logits(
@@ -417,6 +430,7 @@ class SeqNet(nn.Module):
             person_labels=torch.cat([s.pids for s in second])[second_is_person],
             person_image_index=image_index[second_is_person],
             person_box_index=torch.cat([s.gt_index for s in second])[second_is_person],
+            gt_embeddings=gt_embeddings,
         )
 
     def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]]) -> TrainingOutputs:
@@ -557,6 +571,41 @@ class SeqNet(nn.Module):
         features = self.extract_features(image_list.tensors)
         embeddings, _, _ = self.reid_head_outputs(self.roi_align(features, resized))
         return list(embeddings.split(counts))
+
+    def encode_crops(self, crops: Tensor) -> Tensor:
+        """Embed person crops through the trunk and head 2, without RoIAlign (an instance path).
+
+        The crop is the person already cut out and resized (for example by
+        :func:`~personsearch_train.weak_supervision.crop_people`): it is normalised like a
+        scene, run through the same trunk, and its whole res4 map goes to head 2 where a
+        scene person's RoIAlign output would. Runs in the current mode, with gradients.
+
+        Args:
+            crops: ``[N, 3, h, w]`` float RGB in ``[0, 1]``; ``h`` must give head 2 at least
+                ``embedding_stripes`` rows (``h >= 2 * stride * stripes``).
+
+        Returns:
+            ``[N, D]`` unit-norm embeddings (the autocast dtype where autocast is on).
+
+        Raises:
+            ValueError: ``crops`` is not ``[N, 3, h, w]`` float, or too short for the stripes.
+        """
+        if crops.dim() != 4 or crops.shape[1] != 3 or not crops.is_floating_point():
+            raise ValueError(f"crops must be float [N, 3, h, w], got {crops.dtype} {tuple(crops.shape)}")
+        rows = crops.shape[2] // (2 * self.backbone.stride)
+        if rows < self.reid_head.stripes:
+            raise ValueError(
+                f"crops {crops.shape[2]} pixels high give head 2 {rows} rows, fewer than its "
+                f"{self.reid_head.stripes} stripes; use crops at least "
+                f"{2 * self.backbone.stride * self.reid_head.stripes} pixels high"
+            )
+        if crops.shape[0] == 0:
+            return crops.new_zeros((0, self.embedding_dim))
+        mean = torch.as_tensor(self.transform.image_mean, dtype=crops.dtype, device=crops.device)
+        std = torch.as_tensor(self.transform.image_std, dtype=crops.dtype, device=crops.device)
+        normalised = (crops - mean[:, None, None]) / std[:, None, None]
+        embeddings, _, _ = self.reid_head_outputs(self.extract_features(normalised))
+        return embeddings
 
 
 # ---------------------------------------------------------------------- builders

@@ -79,6 +79,11 @@ class TrainingOutputs:
         person_box_index: ``[K]`` int64 index of the matched ground-truth box within
             its image's target, so a method can look up per-box state (memories,
             pseudo labels) without re-matching.
+        gt_embeddings: ``[sum M_b, D]`` float unit-norm head-2 embeddings of every
+            ground-truth box, pooled at the box itself from the same feature map, in
+            image then box order (with gradients); None unless the model was asked for
+            them (``SeqNet.embed_ground_truth``), as methods that compare each annotated
+            person across two input paths are (R-SiamNet's search path ``f^a``).
     """
 
     losses: dict[str, Tensor]
@@ -86,6 +91,7 @@ class TrainingOutputs:
     person_labels: Tensor
     person_image_index: Tensor
     person_box_index: Tensor
+    gt_embeddings: Tensor | None = None
 
     def __post_init__(self) -> None:
         k = self.person_embeddings.shape[0]

@@ -1,0 +1,198 @@
+"""``rsiamnet``: config checks, training without labels, exact resume, and proof it never reads identities.
+
+The training tests run seqnet_tiny on the ``tiny`` synthetic preset for a few steps on
+the CPU with deterministic settings, across an epoch boundary so the per-epoch
+clustering runs from trained features too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from personsearch_train.data.registry import load_split
+from personsearch_train.engine.config import config_from_dict, load_config
+from personsearch_train.engine.loop import Trainer
+from personsearch_train.errors import ConfigError
+from personsearch_train.methods import build_method
+from personsearch_train.methods.rsiamnet import RSiamNetArgs, frozen_running_statistics
+from personsearch_train.models import create_model
+
+FOLDERS = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}
+
+
+def _cfg(dataset: str = "cuhk_sysu", *, epochs: int = 2, data: dict | None = None, **method_args: object):
+    return config_from_dict(
+        {
+            "method": "rsiamnet",
+            "method_args": {"crop_height": 64, "crop_width": 32, "cluster_features": "memory", **method_args},
+            "model": {"name": "seqnet_tiny"},
+            "data": {"dataset": dataset, "use_identities": False, **(data or {})},
+            "optim": {"name": "sgd", "lr": 0.01},
+            "schedule": {"warmup_epochs": 0.5, "warmup_factor": 0.1, "milestones": [10]},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 2,
+                "max_iters_per_epoch": 3,
+                "amp": False,
+                "deterministic": True,
+                "device": "cpu",
+                "cpu_threads": 1,
+                "seed": 5,
+            },
+            "eval": {"every": 0},
+        }
+    )
+
+
+def _train_split(root: Path, dataset: str, people: int = 24):
+    """The tiny training split cut to its first images holding ``people`` people (fast steps)."""
+    split = load_split(dataset, root / FOLDERS[dataset], "train")
+    kept, total = [], 0
+    for record in split.images:
+        if total >= people:
+            break
+        kept.append(record)
+        total += len(record.boxes)
+    return dataclasses.replace(split, images=tuple(kept))
+
+
+def _with_pids(split, relabel):
+    return dataclasses.replace(
+        split, images=tuple(dataclasses.replace(r, pids=relabel(r.pids)) for r in split.images)
+    )
+
+
+def _train(cfg, run_dir: Path, split, *, max_steps: int = 0, resume: bool = False) -> Trainer:
+    trainer = Trainer(cfg, run_dir=run_dir, train_split=split, progress=False)
+    trainer.fit(max_steps=max_steps, resume=resume)
+    return trainer
+
+
+def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {
+        **trainer.model.state_dict(),
+        **{f"losses.{k}": v for k, v in trainer.losses.state_dict().items()},
+    }
+
+
+# ------------------------------------------------------------------------ config
+def test_recipes_load_and_refuse_identities(tmp_path: Path) -> None:
+    for recipe in ("rsiamnet_cuhk_sysu", "rsiamnet_prw", "rsiamnet_synthetic_small", "rsiamnet_instant"):
+        cfg = load_config(recipe, data_root=tmp_path)
+        assert cfg.method == "rsiamnet" and cfg.data.use_identities is False
+    with pytest.raises(ConfigError, match=r"data\.use_identities"):
+        load_config("rsiamnet_instant", ["data.use_identities=true"], data_root=tmp_path)
+
+
+def test_data_without_boxes_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"data\.dataset: method 'rsiamnet' trains on person_search"):
+        _cfg("market1501")
+    with pytest.raises(ConfigError, match=r"data\.mix"):
+        _cfg(data={"mix": [{"dataset": "prw", "root": "", "ratio": 1.0}]})
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        ({"paths": "scene"}, "method_args.paths"),
+        ({"pseudo_labels": "dbscan"}, "method_args.pseudo_labels"),
+        ({"cluster_features": "never"}, "method_args.cluster_features"),
+        ({"paths": "search"}, "method_args.paths"),  # L_ins/L_int need both paths
+        ({"momentum": 1.0}, "method_args.momentum"),
+        ({"int_temperature": 0.0}, "method_args.int_temperature"),
+    ],
+)
+def test_bad_method_args_name_the_key(args: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_method("rsiamnet", args)
+
+
+def test_crops_too_short_for_the_head_are_refused(synthetic_root: Path) -> None:
+    cfg = _cfg()
+    method = build_method("rsiamnet", {"crop_height": 16})
+    data = method.build_train_data(cfg, train_split=_train_split(synthetic_root, "cuhk_sysu"))
+    with pytest.raises(ConfigError, match=r"method_args\.crop_height: 16 pixels .* use at least 32"):
+        method.build_model(cfg, data)
+
+
+def test_instance_path_leaves_running_statistics_alone() -> None:
+    model = create_model("seqnet_tiny").train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    with frozen_running_statistics(model):
+        model.encode_crops(torch.rand(4, 3, 64, 32))
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model.encode_crops(torch.rand(4, 3, 64, 32))  # outside, BatchNorm updates as usual
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items() if k in before)
+
+
+# --------------------------------------------------------------------- training
+def test_training_step_without_labels_updates_memory_and_reports(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    split = _train_split(synthetic_root, "cuhk_sysu")
+    trainer = _train(_cfg(), tmp_path / "run", split)
+    people = sum(len(r.boxes) for r in trainer.dataset.records)
+    memory = trainer.losses.memory
+    assert memory.features.shape == (people, trainer.model.embedding_dim)
+    torch.testing.assert_close(memory.features.norm(dim=1), torch.ones(people))
+    assert int(memory.labels.min()) == 0 and int(memory.labels.max()) < people
+    # Every target the model saw had only unlabelled boxes.
+    assert all(int(p) == -1 for i in range(len(trainer.dataset)) for p in trainer.dataset[i][1]["pids"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and all(
+        np.isfinite(row[k]) for row in log for k in ("loss_ins", "loss_int", "loss_cluster")
+    )
+    rows = [json.loads(line) for line in (tmp_path / "run" / "pseudo_labels.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1] and all(0.0 <= r["precision"] <= 1.0 for r in rows)
+    assert (tmp_path / "run" / "plots" / "pseudo_labels.png").exists()
+
+
+@pytest.mark.parametrize("dataset", ["cuhk_sysu", "prw"])
+def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, dataset: str) -> None:
+    split = _train_split(synthetic_root, dataset)
+    rng = np.random.default_rng(0)
+    permutation = rng.permutation(max(split.num_identities, 1))
+    permuted = _with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
+    removed = dataclasses.replace(
+        _with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
+    )
+    assert any((r.pids != q.pids).any() for r, q in zip(split.images, permuted.images, strict=True))
+    states = [
+        _state(_train(_cfg(dataset), tmp_path / name, s))
+        for name, s in (("a", split), ("b", permuted), ("c", removed))
+    ]
+    for other in states[1:]:
+        assert states[0].keys() == other.keys()
+        for key, value in states[0].items():
+            assert torch.equal(value, other[key]), f"{key} differs when identities change"
+
+
+def test_resume_inside_an_epoch_continues_exactly(synthetic_root: Path, tmp_path: Path) -> None:
+    split = _train_split(synthetic_root, "prw")
+    straight = _state(_train(_cfg("prw"), tmp_path / "straight", split))
+    _train(_cfg("prw"), tmp_path / "resumed", split, max_steps=4)  # stops inside epoch 2
+    resumed = _train(_cfg("prw"), tmp_path / "resumed", split, resume=True)
+    for key, value in straight.items():
+        assert torch.equal(value, _state(resumed)[key]), f"{key} differs after resume"
+    rows = [
+        json.loads(line) for line in (tmp_path / "resumed" / "pseudo_labels.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in rows] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "variant", [{"pseudo_labels": "instance"}, {"paths": "instance", "ins_weight": 0.0, "int_weight": 0.0}]
+)
+def test_ablation_variants_train(synthetic_root: Path, tmp_path: Path, variant: dict) -> None:
+    trainer = _train(_cfg(epochs=1, **variant), tmp_path / "run", _train_split(synthetic_root, "cuhk_sysu"))
+    labels = trainer.losses.memory.labels
+    if variant.get("pseudo_labels") == "instance":
+        assert labels.tolist() == list(range(len(labels)))
+    assert trainer.model.embed_ground_truth is (variant.get("paths", "both") != "instance")
+    assert RSiamNetArgs(**variant).paths in ("both", "instance")
