@@ -196,3 +196,20 @@ def test_ablation_variants_train(synthetic_root: Path, tmp_path: Path, variant: 
         assert labels.tolist() == list(range(len(labels)))
     assert trainer.model.embed_ground_truth is (variant.get("paths", "both") != "instance")
     assert RSiamNetArgs(**variant).paths in ("both", "instance")
+
+
+@pytest.mark.slow
+def test_instant_recipe_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
+    from personsearch_train.engine.checkpoint import find_checkpoint, load_metadata
+
+    cfg = load_config("rsiamnet_instant", data_root=synthetic_root)
+    out = tmp_path / "run"
+    result = Trainer(cfg, run_dir=out, progress=False).fit()
+    # 20 epochs x 30 steps: the tiny preset has 60 CUHK-SYSU training images, batch 2.
+    assert result.global_step == 600 and not result.interrupted
+    meta = load_metadata(find_checkpoint(out, prefer="latest"))
+    assert meta["method"]["name"] == "rsiamnet" and 0.0 <= meta["metrics"]["mAP"] <= 1.0
+    rows = [json.loads(line) for line in (out / "pseudo_labels.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(20))
+    assert all(r["people"] == rows[0]["people"] and 0.0 <= r["recall"] <= 1.0 for r in rows)
+    assert (out / "plots" / "pseudo_labels.png").stat().st_size > 0
