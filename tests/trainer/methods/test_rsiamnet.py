@@ -131,6 +131,36 @@ def test_instance_path_leaves_running_statistics_alone() -> None:
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items() if k in before)
 
 
+def test_losses_update_the_batch_rows_of_the_memory_with_momentum() -> None:
+    from personsearch_train.losses import cluster_contrastive_loss
+    from personsearch_train.methods.rsiamnet import RSiamNetLosses
+    from personsearch_train.models.structures import TrainingOutputs
+
+    args = RSiamNetArgs(paths="search", ins_weight=0.0, int_weight=0.0, momentum=0.2)
+    losses = RSiamNetLosses(boxes_per_item=np.array([2, 1, 3]), dim=4, args=args)
+    generator = torch.Generator().manual_seed(0)
+    losses.memory.reinitialise(torch.randn(6, 4, generator=generator), torch.tensor([0, 1, 0, 2, 1, 2]))
+    before = losses.memory.features.clone()
+    # Item 2's three people, then item 0's two: memory rows 3, 4, 5, 0, 1.
+    targets = [{"image_index": 2, "boxes": torch.zeros(3, 4)}, {"image_index": 0, "boxes": torch.zeros(2, 4)}]
+    assert losses.rows_of(targets).tolist() == [3, 4, 5, 0, 1]
+    f = torch.randn(5, 4, generator=generator)
+    empty = torch.zeros(0, dtype=torch.int64)
+    outputs = TrainingOutputs(
+        losses={}, person_embeddings=torch.zeros(0, 4), person_labels=empty,
+        person_image_index=empty, person_box_index=empty, gt_embeddings=f,
+    )  # fmt: skip
+    terms = losses(None, outputs, [], targets)
+    rows = torch.tensor([3, 4, 5, 0, 1])
+    labels = torch.tensor([0, 1, 0, 2, 1, 2])
+    expected = cluster_contrastive_loss(f, before, labels, labels[rows], scale=16.0)
+    torch.testing.assert_close(terms["loss_cluster"], expected)
+    mixed = 0.2 * before[rows] + 0.8 * torch.nn.functional.normalize(f, dim=1)
+    torch.testing.assert_close(losses.memory.features[rows], torch.nn.functional.normalize(mixed, dim=1))
+    torch.testing.assert_close(losses.memory.features[2], before[2])  # not in the batch: unchanged
+    assert set(terms) == {"loss_cluster"}
+
+
 # --------------------------------------------------------------------- training
 def test_training_step_without_labels_updates_memory_and_reports(
     synthetic_root: Path, tmp_path: Path

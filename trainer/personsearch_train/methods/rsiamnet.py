@@ -238,12 +238,9 @@ class RSiamNetLosses(MethodLosses):
         paths = [f.float() for f in (search, instance) if f is not None]
         fused = F.normalize(torch.stack(paths).mean(0), dim=1)
         rows = self.rows_of(targets)
-        zero = fused.sum() * 0.0
         terms: dict[str, Tensor] = {}
         if self.args.paths == "both":
-            terms["loss_ins"] = (
-                self.args.ins_weight * self_instance_consistency(search, instance) if len(rows) else zero
-            )
+            terms["loss_ins"] = self.args.ins_weight * self_instance_consistency(search, instance)
             terms["loss_int"] = self.args.int_weight * similarity_consistency(
                 search, instance, temperature=self.args.int_temperature
             )
