@@ -225,7 +225,42 @@ def test_ablation_variants_train(synthetic_root: Path, tmp_path: Path, variant: 
     if variant.get("pseudo_labels") == "instance":
         assert labels.tolist() == list(range(len(labels)))
     assert trainer.model.embed_ground_truth is (variant.get("paths", "both") != "instance")
-    assert RSiamNetArgs(**variant).paths in ("both", "instance")
+
+
+@pytest.mark.parametrize("cluster_features", ["extract", "memory"])
+def test_epoch_start_reextracts_or_clusters_the_memory(
+    synthetic_root: Path, tmp_path: Path, cluster_features: str
+) -> None:
+    from personsearch_train.methods.rsiamnet import extract_person_features
+    from personsearch_train.weak_supervision import first_neighbour_clusters
+
+    trainer = Trainer(
+        _cfg(cluster_features=cluster_features),
+        run_dir=tmp_path / "run",
+        train_split=_train_split(synthetic_root, "cuhk_sysu"),
+        progress=False,
+    )
+    trainer.setup()
+    (hook,) = trainer.hooks
+    memory = trainer.losses.memory
+    hook.before_epoch(trainer, 0)  # both modes extract before the first epoch
+    # The recipe's extraction batch (4): scenes are padded to the batch's largest, and the
+    # padding reaches the features of people near an edge.
+    fresh = extract_person_features(
+        trainer.model, trainer.dataset, paths="both", crop_size=(64, 32), device=trainer.device, batch_size=4
+    )
+    torch.testing.assert_close(memory.features, fresh)
+    memory.features.copy_(torch.nn.functional.normalize(torch.randn_like(fresh), dim=1))  # as if trained
+    stale = memory.features.clone()
+    hook.before_epoch(trainer, 1)
+    if cluster_features == "extract":
+        torch.testing.assert_close(memory.features, fresh)  # the model did not change: same features
+    else:
+        assert torch.equal(memory.features, stale)
+    expected = first_neighbour_clusters(memory.features, hook.image_of_row)
+    assert memory.labels.tolist() == expected.tolist()
+    hook.before_epoch(trainer, 1)  # already clustered for this epoch (a resume): nothing changes
+    assert memory.labels.tolist() == expected.tolist()
 
 
 @pytest.mark.slow
