@@ -127,6 +127,13 @@ def test_instance_path_leaves_running_statistics_alone() -> None:
         model.encode_crops(torch.rand(4, 3, 64, 32))
     after = {k: v for k, v in model.state_dict().items() if "running" in k}
     assert all(torch.equal(before[k], after[k]) for k in before)
+    # One crop has no batch statistics: it is normalised with the running ones, as in eval.
+    crop = torch.rand(1, 3, 64, 32)
+    with frozen_running_statistics(model, batch_statistics=False):
+        single = model.encode_crops(crop)
+    assert model.training and all(m.training for m in model.modules())
+    torch.testing.assert_close(single, model.eval().encode_crops(crop))
+    model.train()
     model.encode_crops(torch.rand(4, 3, 64, 32))  # outside, BatchNorm updates as usual
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items() if k in before)
 
@@ -278,3 +285,39 @@ def test_instant_recipe_end_to_end(synthetic_root: Path, tmp_path: Path) -> None
     assert [r["epoch"] for r in rows] == list(range(20))
     assert all(r["people"] == rows[0]["people"] and 0.0 <= r["recall"] <= 1.0 for r in rows)
     assert (out / "plots" / "pseudo_labels.png").stat().st_size > 0
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, root: str, run_dir: str) -> None:
+    import os
+
+    from personsearch_train.engine.distributed import cleanup
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    cfg = _cfg(epochs=2)
+    try:
+        trainer = _train(cfg, Path(run_dir), _train_split(Path(root), "cuhk_sysu"))
+    finally:
+        cleanup()
+    memory = trainer.losses.memory
+    torch.save({"features": memory.features, "labels": memory.labels}, Path(run_dir) / f"memory{rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_keep_one_memory(synthetic_root: Path, tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(synthetic_root), str(tmp_path / "run")), nprocs=2, join=True)
+    first, second = (torch.load(tmp_path / "run" / f"memory{r}.pt") for r in (0, 1))
+    # Each rank embeds half of every batch; the gathered update must leave the memories equal.
+    assert torch.equal(first["features"], second["features"])
+    assert torch.equal(first["labels"], second["labels"])
+    torch.testing.assert_close(first["features"].norm(dim=1), torch.ones(len(first["features"])))

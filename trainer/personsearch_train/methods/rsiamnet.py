@@ -43,7 +43,8 @@ Choices the paper leaves open, and ours:
   trained on the scene.
 * **BatchNorm on crops**: the crops run in training mode (batch statistics of the crop
   batch), but the running statistics are left untouched by them, since inference only ever
-  sees scenes (their statistics differ from tight crops).
+  sees scenes (their statistics differ from tight crops). A batch of a single crop (one
+  image of one person on a process) is normalised with the running statistics instead.
 * **Memory updates across processes**: every rank's rows and features are all-gathered
   before the update, so the memories of all ranks stay equal.
 """
@@ -152,22 +153,31 @@ class RSiamNetArgs:
 
 
 @contextlib.contextmanager
-def frozen_running_statistics(model: nn.Module) -> Iterator[None]:
-    """BatchNorm layers of ``model`` normalise with batch statistics but do not update running ones.
+def frozen_running_statistics(model: nn.Module, *, batch_statistics: bool = True) -> Iterator[None]:
+    """BatchNorm layers of ``model`` leave their running statistics as they are.
 
     Used around the instance path: its crops are a different input distribution from
     the scenes the running statistics serve at inference.
+
+    Args:
+        model: The model whose BatchNorm layers are switched for the block.
+        batch_statistics: True: normalise with the batch's statistics (training
+            behaviour). False: normalise with the running ones (eval behaviour), for a
+            batch of one crop, whose statistics over one sample are undefined.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
+    saved = [(m.momentum, m.training) for m in norms]
     for m in norms:
         # With momentum 0 the update ``(1 - m) * running + m * batch`` keeps ``running``.
         m.momentum = 0.0
+        if not batch_statistics:
+            m.eval()
     try:
         yield
     finally:
-        for m, momentum in zip(norms, saved, strict=True):
+        for m, (momentum, training) in zip(norms, saved, strict=True):
             m.momentum = momentum
+            m.train(training)
 
 
 def box_counts(records: list[Any]) -> np.ndarray:
@@ -222,7 +232,8 @@ class RSiamNetLosses(MethodLosses):
                 [t["boxes"] for t in targets],
                 output_size=(self.args.crop_height, self.args.crop_width),
             )
-            with frozen_running_statistics(model):
+            # A process may hold a single person (one image of one person per rank).
+            with frozen_running_statistics(model, batch_statistics=len(crops) > 1):
                 instance = model.encode_crops(crops)
         return search, instance
 
