@@ -31,9 +31,10 @@ Choices the paper leaves open, and ours:
 * **Which features are clustered**: the paper extracts every person's features at the
   start of each epoch (``cluster_features: extract``, the default): the mean of both
   paths, in eval mode and without flips. ``cluster_features: memory`` extracts once,
-  before the first epoch, and clusters the momentum memory afterwards; every entry is
-  refreshed at least once per epoch by the training steps, so it tracks the model
-  closely at a fraction of the cost, which the 2-core synthetic recipe needs.
+  before the first epoch, and clusters the momentum memory afterwards; the steps refresh
+  the entry of every person whose image the epoch visits (all of them, unless
+  ``train.max_iters_per_epoch`` cuts epochs short), so it tracks the model closely at a
+  fraction of the cost, which the 2-core synthetic recipe needs.
 * **Instance recognition** (the baseline of the paper's Table 2, ``pseudo_labels:
   instance``) is Eq. 3 with every person its own pseudo identity, i.e. one positive: its
   own memory entry. This keeps the loss, memory and schedule identical across the
