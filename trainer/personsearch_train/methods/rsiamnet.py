@@ -74,6 +74,7 @@ from personsearch_train.methods.registry import register_method
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.clustering import first_neighbour_clusters
 from personsearch_train.weak_supervision.crops import crop_people
+from personsearch_train.weak_supervision.features import extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
 from personsearch_train.weak_supervision.pseudo_label_quality import PseudoLabelReport
 
@@ -267,7 +268,6 @@ class RSiamNetLosses(MethodLosses):
         return terms
 
 
-@torch.no_grad()
 def extract_person_features(
     model: nn.Module,
     dataset: Any,
@@ -280,7 +280,9 @@ def extract_person_features(
 ) -> Tensor:
     """Embed every annotated person of the training set as training fuses the paths.
 
-    Eval mode, no flip; the model's mode and the dataset's flip probability are restored.
+    :func:`~personsearch_train.weak_supervision.extract_box_features` with the paths of
+    ``paths`` averaged per person (eval mode, no flip; the model's mode and the dataset's
+    flip probability are restored).
 
     Args:
         model: A SeqNet (``embed_boxes`` and ``encode_crops``).
@@ -294,27 +296,18 @@ def extract_person_features(
     Returns:
         ``[N, D]`` float32 unit-norm features on the CPU, in memory-row order.
     """
-    was_training = model.training
-    saved_flip = dataset.flip_prob
-    model.eval()
-    dataset.flip_prob = 0.0
-    features = []
-    try:
-        starts = range(0, len(dataset), batch_size)
-        for start in tqdm(starts, desc="extracting people", disable=not progress, leave=False):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            images = [image.to(device) for image, _ in items]
-            boxes = [target["boxes"].to(device) for _, target in items]
-            views = []
-            if paths in ("both", "search"):
-                views.append(torch.cat(model.embed_boxes(images, boxes)).float())
-            if paths in ("both", "instance"):
-                views.append(model.encode_crops(crop_people(images, boxes, output_size=crop_size)).float())
-            features.append(F.normalize(torch.stack(views).mean(0), dim=1).cpu())
-    finally:
-        dataset.flip_prob = saved_flip
-        model.train(was_training)
-    return torch.cat(features)
+
+    def fused(images: list[Tensor], boxes: list[Tensor]) -> list[Tensor]:
+        views = []
+        if paths in ("both", "search"):
+            views.append(torch.cat(model.embed_boxes(images, boxes)).float())
+        if paths in ("both", "instance"):
+            views.append(model.encode_crops(crop_people(images, boxes, output_size=crop_size)).float())
+        return list(torch.stack(views).mean(0).split([len(b) for b in boxes]))
+
+    return extract_box_features(
+        model, dataset, device=device, batch_size=batch_size, embed=fused, progress=progress
+    ).features
 
 
 class RSiamNetHook(TrainingHook):

@@ -39,10 +39,12 @@ def cluster_features(features: torch.Tensor, *, eps: float = 0.5, min_samples: i
 
 
 def _first_neighbours(
-    features: torch.Tensor, image_ids: torch.Tensor, chunk_size: int
+    x: torch.Tensor, image_ids: torch.Tensor, chunk_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest other-image neighbour of every row and its cosine similarity (``-1`` if none)."""
-    x = features.detach().float().cpu()
+    """Nearest other-image neighbour of each row of ``x`` ([N, D] float32, CPU), and its cosine.
+
+    A row with no other-image candidate gets neighbour ``-1`` and similarity ``-inf``.
+    """
     images = image_ids.detach().cpu()
     count = x.shape[0]
     neighbour = np.full(count, -1, dtype=np.int64)
@@ -97,8 +99,8 @@ def first_neighbour_clusters(
     count = features.shape[0]
     if count == 0:
         return np.zeros(0, dtype=np.int64)
-    neighbour, similarity = _first_neighbours(features, image_ids, chunk_size)
     x = features.detach().float().cpu()
+    neighbour, similarity = _first_neighbours(x, image_ids, chunk_size)
     edges: list[tuple[float, int, int]] = [
         (float(similarity[i]), i, int(neighbour[i])) for i in range(count) if neighbour[i] >= 0
     ]

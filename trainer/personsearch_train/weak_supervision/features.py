@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = ["BoxFeatures", "extract_box_features"]
 
@@ -27,7 +29,13 @@ class BoxFeatures:
 
 @torch.no_grad()
 def extract_box_features(
-    model: nn.Module, dataset: torch.utils.data.Dataset, *, device: torch.device, batch_size: int = 2
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    *,
+    device: torch.device,
+    batch_size: int = 2,
+    embed: Callable[[list[torch.Tensor], list[torch.Tensor]], list[torch.Tensor]] | None = None,
+    progress: bool = False,
 ) -> BoxFeatures:
     """Embed every ground-truth box of a training dataset with ``model.embed_boxes``.
 
@@ -40,6 +48,10 @@ def extract_box_features(
             ``[M, 4] float32 xyxy`` and ``target["image_index"]`` (int).
         device: Where the model runs.
         batch_size: Images per ``embed_boxes`` call.
+        embed: Another embedding of the boxes, called as ``embed(images, boxes)`` with
+            the model in eval mode and returning ``[M_i, D]`` per image (a method that
+            fuses several paths); ``model.embed_boxes`` when None.
+        progress: Show a progress bar.
 
     Returns:
         The features on the CPU, in dataset order.
@@ -49,13 +61,15 @@ def extract_box_features(
     saved_flip = getattr(dataset, "flip_prob", 0.0)
     if hasattr(dataset, "flip_prob"):
         dataset.flip_prob = 0.0
+    embed = embed if embed is not None else model.embed_boxes
     feats, image_index, box_index = [], [], []
     try:
-        for start in range(0, len(dataset), batch_size):
+        starts = range(0, len(dataset), batch_size)
+        for start in tqdm(starts, desc="extracting people", disable=not progress, leave=False):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             images = [img.to(device) for img, _ in items]
             boxes = [t["boxes"].to(device) for _, t in items]
-            for (_, target), emb in zip(items, model.embed_boxes(images, boxes), strict=True):
+            for (_, target), emb in zip(items, embed(images, boxes), strict=True):
                 feats.append(nn.functional.normalize(emb.float().cpu(), dim=1))
                 image_index.append(torch.full((len(emb),), target["image_index"], dtype=torch.int64))
                 box_index.append(torch.arange(len(emb), dtype=torch.int64))
