@@ -19,8 +19,9 @@ from personsearch_train.engine.config import config_from_dict, load_config
 from personsearch_train.engine.loop import Trainer
 from personsearch_train.errors import ConfigError
 from personsearch_train.methods import build_method
-from personsearch_train.methods.rsiamnet import RSiamNetArgs, frozen_running_statistics
+from personsearch_train.methods.rsiamnet import RSiamNetArgs
 from personsearch_train.models import create_model
+from personsearch_train.weak_supervision.crops import frozen_running_statistics
 
 FOLDERS = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}
 

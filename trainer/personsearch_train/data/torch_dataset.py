@@ -3,9 +3,11 @@
 Each item is ``(image, target)`` with ``image`` a ``[3, H, W]`` float32 RGB tensor in
 ``[0, 1]`` and ``target = {"boxes": [M, 4] float32 xyxy, "pids": [M] int64,
 "image_index": int, "flipped": bool}``: the input contract of the models'
-``forward_train``. Random augmentation draws from a generator seeded by
-``(seed, epoch, index)``, so a sample is the same whichever worker, rank or resumed
-run loads it.
+``forward_train``. With ``person_masks`` set, the target also holds
+``"person_masks"``: the ``[H, W]`` uint8 label map of
+:mod:`personsearch_train.data.person_masks`, flipped with the image. Random
+augmentation draws from a generator seeded by ``(seed, epoch, index)``, so a sample
+is the same whichever worker, rank or resumed run loads it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from PIL import Image
 
 from personsearch_train.data.images import read_bgr
+from personsearch_train.data.person_masks import person_mask_path, read_person_mask
 from personsearch_train.data.structures import UNLABELLED, PersonSearchSplit
 from personsearch_train.data.transforms import random_hflip
 from personsearch_train.errors import DatasetFormatError
@@ -58,6 +61,14 @@ class PersonSearchTrainDataset(torch.utils.data.Dataset):
         seed: Base seed of the augmentation generators.
         use_identities: If False, every box gets the unlabelled id (boxes-only training).
         drop_empty: Skip images with no annotated person.
+        person_masks: Folder of per-person mask PNGs, one per image named
+            ``<image stem>.png`` (see :mod:`personsearch_train.data.person_masks`;
+            :func:`~personsearch_train.data.person_masks.default_person_mask_dir`
+            finds the one shipped with a dataset). None: targets carry no masks.
+
+    Raises:
+        DatasetFormatError: No usable image, or ``person_masks`` is not a folder or
+            lacks the mask of some image.
     """
 
     def __init__(
@@ -68,6 +79,7 @@ class PersonSearchTrainDataset(torch.utils.data.Dataset):
         seed: int = 0,
         use_identities: bool = True,
         drop_empty: bool = True,
+        person_masks: Path | None = None,
     ) -> None:
         self.split = split
         self.records = [r for r in split.images if len(r.boxes) > 0] if drop_empty else list(split.images)
@@ -79,6 +91,39 @@ class PersonSearchTrainDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self._sizes: np.ndarray | None = None
         self._pseudo: list[np.ndarray] | None = None
+        self.person_masks: Path | None = None
+        self.use_person_masks(person_masks)
+
+    def use_person_masks(self, folder: Path | None) -> None:
+        """Serve the person masks of ``folder`` with every item (None: no masks).
+
+        Every training image's mask is looked for here, so a gap fails now rather than
+        mid-epoch in a loader worker.
+
+        Raises:
+            DatasetFormatError: ``folder`` is not a folder or lacks the mask of some image.
+        """
+        if folder is None:
+            self.person_masks = None
+            return
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DatasetFormatError(
+                f"{folder}: person-mask folder not found; supply one mask PNG per training image "
+                "named after the image (<image stem>.png), or leave the option unset to use the "
+                "ellipse fallback."
+            )
+        missing = [
+            path for path in (person_mask_path(folder, r.path) for r in self.records) if not path.is_file()
+        ]
+        if missing:
+            shown = ", ".join(p.name for p in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise DatasetFormatError(
+                f"{folder}: {len(missing)} of {len(self.records)} training images have no person mask "
+                f"(missing {shown}); supply one mask PNG per training image named after the image "
+                "(<image stem>.png), or leave the option unset to use the ellipse fallback."
+            )
+        self.person_masks = folder
 
     def __len__(self) -> int:
         return len(self.records)
@@ -128,7 +173,16 @@ class PersonSearchTrainDataset(torch.utils.data.Dataset):
             pids = torch.full((len(boxes),), UNLABELLED, dtype=torch.int64)
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
         image, boxes, flipped = random_hflip(image, boxes, prob=self.flip_prob, generator=generator)
-        target = {"boxes": boxes, "pids": pids, "image_index": index, "flipped": flipped}
+        target: dict[str, Any] = {"boxes": boxes, "pids": pids, "image_index": index, "flipped": flipped}
+        if self.person_masks is not None:
+            mask = read_person_mask(
+                person_mask_path(self.person_masks, record.path),
+                (int(image.shape[1]), int(image.shape[2])),
+                num_persons=len(record.boxes),
+            )
+            # The same flip decision as the image, so label k + 1 stays inside box k.
+            masks = torch.from_numpy(mask)
+            target["person_masks"] = masks.flip(-1) if flipped else masks
         return image, target
 
 

@@ -52,8 +52,6 @@ Choices the paper leaves open, and ours:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +71,7 @@ from personsearch_train.methods.base import MethodLosses, TrainingData, Training
 from personsearch_train.methods.registry import register_method
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.clustering import first_neighbour_clusters
-from personsearch_train.weak_supervision.crops import crop_people
+from personsearch_train.weak_supervision.crops import crop_people, frozen_running_statistics
 from personsearch_train.weak_supervision.features import extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
 from personsearch_train.weak_supervision.pseudo_label_quality import PseudoLabelReport
@@ -152,34 +150,6 @@ class RSiamNetArgs:
             raise ConfigError("method_args.ins_weight, int_weight and cluster_weight must be >= 0")
         if self.extract_batch_size <= 0:
             raise ConfigError(f"method_args.extract_batch_size must be > 0, got {self.extract_batch_size}")
-
-
-@contextlib.contextmanager
-def frozen_running_statistics(model: nn.Module, *, batch_statistics: bool = True) -> Iterator[None]:
-    """BatchNorm layers of ``model`` leave their running statistics as they are.
-
-    Used around the instance path: its crops are a different input distribution from
-    the scenes the running statistics serve at inference.
-
-    Args:
-        model: The model whose BatchNorm layers are switched for the block.
-        batch_statistics: True: normalise with the batch's statistics (training
-            behaviour). False: normalise with the running ones (eval behaviour), for a
-            batch of one crop, whose statistics over one sample are undefined.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training) for m in norms]
-    for m in norms:
-        # With momentum 0 the update ``(1 - m) * running + m * batch`` keeps ``running``.
-        m.momentum = 0.0
-        if not batch_statistics:
-            m.eval()
-    try:
-        yield
-    finally:
-        for m, (momentum, training) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            m.train(training)
 
 
 def box_counts(records: list[Any]) -> np.ndarray:
@@ -297,7 +267,8 @@ def extract_person_features(
         ``[N, D]`` float32 unit-norm features on the CPU, in memory-row order.
     """
 
-    def fused(images: list[Tensor], boxes: list[Tensor]) -> list[Tensor]:
+    def fused(images: list[Tensor], targets: list[dict[str, Any]]) -> list[Tensor]:
+        boxes = [t["boxes"] for t in targets]
         views = []
         if paths in ("both", "search"):
             views.append(torch.cat(model.embed_boxes(images, boxes)).float())

@@ -431,6 +431,7 @@ class SeqNet(nn.Module):
             person_image_index=image_index[second_is_person],
             person_box_index=torch.cat([s.gt_index for s in second])[second_is_person],
             gt_embeddings=gt_embeddings,
+            background_embeddings=embeddings[~second_is_person],
         )
 
     def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]]) -> TrainingOutputs:

@@ -84,6 +84,9 @@ class TrainingOutputs:
             image then box order (with gradients); None unless the model was asked for
             them (``SeqNet.embed_ground_truth``), as methods that compare each annotated
             person across two input paths are (R-SiamNet's search path ``f^a``).
+        background_embeddings: ``[K_bg, D]`` float unit-norm head-2 embeddings of the
+            sampled RoIs that matched no person (with gradients), for losses that push
+            people away from background (CGPS's triplet term); None when a model has none.
     """
 
     losses: dict[str, Tensor]
@@ -92,6 +95,7 @@ class TrainingOutputs:
     person_image_index: Tensor
     person_box_index: Tensor
     gt_embeddings: Tensor | None = None
+    background_embeddings: Tensor | None = None
 
     def __post_init__(self) -> None:
         k = self.person_embeddings.shape[0]

@@ -6,6 +6,8 @@ build their own supervision each epoch from the same pieces:
 * :func:`extract_box_features`: embed every ground-truth box of the training set;
 * :func:`cluster_features`: group those embeddings into pseudo identities (DBSCAN);
 * :func:`first_neighbour_clusters`: R-SiamNet's parameter-free first-neighbour clustering;
+* :func:`self_paced_clusters`: CGPS's (after SpCL) k-reciprocal Jaccard DBSCAN with the
+  same-image split and the cluster reliability criterion (:class:`SelfPacedClusters`);
 * :class:`PseudoLabelReport`: per-epoch pair precision/recall of pseudo labels against
   identities training never sees, written to the run folder and plotted;
 * :class:`MemoryBank`: a momentum feature memory the contrastive losses compare with;
@@ -20,6 +22,9 @@ from personsearch_train.weak_supervision.clustering import (
     first_neighbour_clusters as first_neighbour_clusters,
 )
 from personsearch_train.weak_supervision.crops import crop_people as crop_people
+from personsearch_train.weak_supervision.crops import (
+    frozen_running_statistics as frozen_running_statistics,
+)
 from personsearch_train.weak_supervision.features import BoxFeatures as BoxFeatures
 from personsearch_train.weak_supervision.features import extract_box_features as extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank as MemoryBank
@@ -28,15 +33,36 @@ from personsearch_train.weak_supervision.pseudo_label_quality import PseudoLabel
 from personsearch_train.weak_supervision.pseudo_label_quality import (
     pair_precision_recall as pair_precision_recall,
 )
+from personsearch_train.weak_supervision.self_paced_clustering import (
+    SelfPacedClusters as SelfPacedClusters,
+)
+from personsearch_train.weak_supervision.self_paced_clustering import (
+    jaccard_distance as jaccard_distance,
+)
+from personsearch_train.weak_supervision.self_paced_clustering import (
+    reliability_filter as reliability_filter,
+)
+from personsearch_train.weak_supervision.self_paced_clustering import (
+    self_paced_clusters as self_paced_clusters,
+)
+from personsearch_train.weak_supervision.self_paced_clustering import (
+    split_same_image as split_same_image,
+)
 
 __all__ = [
     "BoxFeatures",
     "MemoryBank",
     "PairScores",
     "PseudoLabelReport",
+    "SelfPacedClusters",
     "cluster_features",
     "crop_people",
     "extract_box_features",
     "first_neighbour_clusters",
+    "frozen_running_statistics",
+    "jaccard_distance",
     "pair_precision_recall",
+    "reliability_filter",
+    "self_paced_clusters",
+    "split_same_image",
 ]

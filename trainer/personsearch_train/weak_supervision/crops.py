@@ -9,11 +9,15 @@ images (methods that augment or re-render scenes on the fly rely on that).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+from torch import nn
 
 from personsearch_train.layers.roi_align import roi_align
 
-__all__ = ["crop_people"]
+__all__ = ["crop_people", "frozen_running_statistics"]
 
 
 def crop_people(
@@ -69,3 +73,32 @@ def crop_people(
     if images:
         return images[0].new_zeros((0, images[0].shape[0], *output_size))
     return torch.zeros(0, 3, *output_size)
+
+
+@contextlib.contextmanager
+def frozen_running_statistics(model: nn.Module, *, batch_statistics: bool = True) -> Iterator[None]:
+    """BatchNorm layers of ``model`` leave their running statistics as they are.
+
+    Used around a crop branch (R-SiamNet's instance path, SSL's exemplars): crops are
+    a different input distribution from the scenes the running statistics serve at
+    inference.
+
+    Args:
+        model: The model whose BatchNorm layers are switched for the block.
+        batch_statistics: True: normalise with the batch's statistics (training
+            behaviour). False: normalise with the running ones (eval behaviour), for a
+            batch of one crop, whose statistics over one sample are undefined.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        # With momentum 0 the update ``(1 - m) * running + m * batch`` keeps ``running``.
+        m.momentum = 0.0
+        if not batch_statistics:
+            m.eval()
+    try:
+        yield
+    finally:
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)

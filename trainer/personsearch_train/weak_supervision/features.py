@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ def extract_box_features(
     *,
     device: torch.device,
     batch_size: int = 2,
-    embed: Callable[[list[torch.Tensor], list[torch.Tensor]], list[torch.Tensor]] | None = None,
+    embed: Callable[[list[torch.Tensor], list[dict[str, Any]]], list[torch.Tensor]] | None = None,
     progress: bool = False,
 ) -> BoxFeatures:
     """Embed every ground-truth box of a training dataset with ``model.embed_boxes``.
@@ -48,9 +49,11 @@ def extract_box_features(
             ``[M, 4] float32 xyxy`` and ``target["image_index"]`` (int).
         device: Where the model runs.
         batch_size: Images per ``embed_boxes`` call.
-        embed: Another embedding of the boxes, called as ``embed(images, boxes)`` with
-            the model in eval mode and returning ``[M_i, D]`` per image (a method that
-            fuses several paths); ``model.embed_boxes`` when None.
+        embed: Another embedding of the boxes, called as ``embed(images, targets)``
+            (targets with ``boxes`` on ``device``; a method reads what else it needs, such
+            as person masks) with the model in eval mode and returning ``[M_i, D]`` per
+            image (a method that fuses several paths or branches); ``model.embed_boxes``
+            when None.
         progress: Show a progress bar.
 
     Returns:
@@ -61,15 +64,19 @@ def extract_box_features(
     saved_flip = getattr(dataset, "flip_prob", 0.0)
     if hasattr(dataset, "flip_prob"):
         dataset.flip_prob = 0.0
-    embed = embed if embed is not None else model.embed_boxes
+    if embed is None:
+
+        def embed(images: list[torch.Tensor], targets: list[dict[str, Any]]) -> list[torch.Tensor]:
+            return model.embed_boxes(images, [t["boxes"] for t in targets])
+
     feats, image_index, box_index = [], [], []
     try:
         starts = range(0, len(dataset), batch_size)
         for start in tqdm(starts, desc="extracting people", disable=not progress, leave=False):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             images = [img.to(device) for img, _ in items]
-            boxes = [t["boxes"].to(device) for _, t in items]
-            for (_, target), emb in zip(items, embed(images, boxes), strict=True):
+            targets = [{**t, "boxes": t["boxes"].to(device)} for _, t in items]
+            for (_, target), emb in zip(items, embed(images, targets), strict=True):
                 feats.append(nn.functional.normalize(emb.float().cpu(), dim=1))
                 image_index.append(torch.full((len(emb),), target["image_index"], dtype=torch.int64))
                 box_index.append(torch.arange(len(emb), dtype=torch.int64))

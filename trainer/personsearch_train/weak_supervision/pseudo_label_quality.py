@@ -19,7 +19,13 @@ import numpy as np
 
 from personsearch_train.atomic_files import atomic_replace, atomic_write_bytes
 
-__all__ = ["PairScores", "PseudoLabelReport", "cluster_sizes_summary", "pair_precision_recall"]
+__all__ = [
+    "PairScores",
+    "PseudoLabelReport",
+    "cluster_sizes_summary",
+    "multilabel_pair_precision_recall",
+    "pair_precision_recall",
+]
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,42 @@ def pair_precision_recall(pseudo_labels: np.ndarray, identities: np.ndarray) -> 
     )
 
 
+def multilabel_pair_precision_recall(positives: np.ndarray, identities: np.ndarray) -> PairScores:
+    """Pair precision and recall of per-person positive sets (multi-labels) against identities.
+
+    Multi-labels need not be symmetric (``j`` may be a positive of ``i`` but not the
+    reverse), so pairs are ordered: ``(i, j)`` with ``i != j``, both labelled, counts as
+    predicted when ``positives[i, j]`` and as true when they share an identity.
+
+    Args:
+        positives: ``[N, N]`` bool, row ``i`` the positive set of person ``i``.
+        identities: ``[N]`` int64 true identity, ``-1`` for an unlabelled person.
+
+    Returns:
+        The scores (``predicted_pairs`` and ``true_pairs`` count ordered pairs).
+
+    Raises:
+        ValueError: Shapes disagree.
+    """
+    positives = np.asarray(positives, dtype=bool)
+    truth = np.asarray(identities, dtype=np.int64).reshape(-1)
+    if positives.shape != (truth.size, truth.size):
+        raise ValueError(f"positives must be [{truth.size}, {truth.size}], got {positives.shape}")
+    labelled = np.flatnonzero(truth >= 0)
+    chosen = positives[np.ix_(labelled, labelled)].copy()
+    np.fill_diagonal(chosen, False)
+    same = truth[labelled, None] == truth[None, labelled]
+    np.fill_diagonal(same, False)
+    predicted, true = int(chosen.sum()), int(same.sum())
+    agreeing = int((chosen & same).sum())
+    return PairScores(
+        precision=agreeing / predicted if predicted else 1.0,
+        recall=agreeing / true if true else 1.0,
+        predicted_pairs=predicted,
+        true_pairs=true,
+    )
+
+
 def cluster_sizes_summary(pseudo_labels: np.ndarray) -> dict[str, int]:
     """``clusters``, ``singletons`` and ``largest`` cluster size of a labelling ``[N]``."""
     sizes = np.unique(np.asarray(pseudo_labels, dtype=np.int64), return_counts=True)[1]
@@ -116,7 +158,13 @@ class PseudoLabelReport:
         """Continue from rows a resumed run saved."""
         self._rows = [dict(row) for row in rows]
 
-    def add(self, epoch: int, pseudo_labels: np.ndarray, identities: np.ndarray | None) -> dict[str, object]:
+    def add(
+        self,
+        epoch: int,
+        pseudo_labels: np.ndarray,
+        identities: np.ndarray | None,
+        extra: dict[str, float] | None = None,
+    ) -> dict[str, object]:
         """Score one epoch's labels, store the row and rewrite the files.
 
         Args:
@@ -124,6 +172,9 @@ class PseudoLabelReport:
             pseudo_labels: ``[N]`` int64 cluster per training person.
             identities: ``[N]`` int64 hidden identities (``-1`` unlabelled), or None
                 when the data has none: the row then holds cluster sizes only.
+            extra: More scores of the epoch (JSON numbers), stored in the row; a pair
+                ``<name>_precision`` / ``<name>_recall`` is also plotted (a method's
+                second labelling, such as SSL's multi-labels).
 
         Returns:
             The row written.
@@ -131,6 +182,7 @@ class PseudoLabelReport:
         row: dict[str, object] = {"epoch": int(epoch), **cluster_sizes_summary(pseudo_labels)}
         if identities is not None and bool((np.asarray(identities) >= 0).any()):
             row.update({k: v for k, v in asdict(pair_precision_recall(pseudo_labels, identities)).items()})
+        row.update(extra or {})
         self._rows = [r for r in self._rows if r["epoch"] != row["epoch"]] + [row]
         self._write()
         return row
@@ -151,10 +203,31 @@ class PseudoLabelReport:
         epochs = [int(r["epoch"]) + 1 for r in self._rows]
         figure, (scores, counts) = plt.subplots(1, 2, figsize=(10, 3.6))
         if all("precision" in r for r in self._rows):
-            scores.plot(epochs, [r["precision"] for r in self._rows], marker="o", label="pair precision")
-            scores.plot(epochs, [r["recall"] for r in self._rows], marker="s", label="pair recall")
+            names = [""] + sorted(
+                k[: -len("_precision")]
+                for k in self._rows[-1]
+                if k.endswith("_precision") and f"{k[: -len('_precision')]}_recall" in self._rows[-1]
+            )
+            for name in names:
+                prefix = f"{name}_" if name else ""
+                for metric, marker in (("precision", "o"), ("recall", "s")):
+                    # Precision of a labelling with no pair (every person alone, as in
+                    # instance epochs) is a convention, not a measurement: not drawn.
+                    points = [
+                        (e, r[f"{prefix}{metric}"])
+                        for e, r in zip(epochs, self._rows, strict=True)
+                        if f"{prefix}{metric}" in r
+                        and (metric == "recall" or r.get(f"{prefix}predicted_pairs", 1) > 0)
+                    ]
+                    if points:
+                        scores.plot(
+                            *zip(*points, strict=True),
+                            marker=marker,
+                            linestyle="--" if name else "-",
+                            label=f"{name or 'pair'} {metric}",
+                        )
             scores.set_ylim(0.0, 1.02)
-            scores.legend(loc="lower right")
+            scores.legend(loc="upper right", fontsize="small")
         else:
             scores.text(0.5, 0.5, "no identities to score against", ha="center", va="center")
         scores.set_xlabel("epoch")

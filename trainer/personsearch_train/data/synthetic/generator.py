@@ -7,9 +7,11 @@ workers), then writes the annotation files from what was actually drawn::
 
     OUT/
       CUHK-SYSU/   Image/SSM/s{N}.jpg, annotation/{Images,pool}.mat,
-                   annotation/test/train_test/{Train,TestG50..TestG4000}.mat
+                   annotation/test/train_test/{Train,TestG50..TestG4000}.mat,
+                   person_masks/s{N}.png
       PRW/         frames/c{cam}s{seq}_{frame:06d}.jpg, annotations/<frame>.jpg.mat,
-                   frame_train.mat, frame_test.mat, query_info.txt
+                   frame_train.mat, frame_test.mat, query_info.txt,
+                   person_masks/c{cam}s{seq}_{frame:06d}.png
       PEDES/       reid_raw.json, imgs/synth/p{id:05d}_{k}.jpg
       COCO/        annotations/instances_{train,val}2017.json, train2017/, val2017/
                    (the CUHK-SYSU scenes, every person boxed; hard links when possible)
@@ -18,6 +20,13 @@ workers), then writes the annotation files from what was actually drawn::
                    (the PRW frame's camera, sequence and frame number; the PRW query
                    boxes go to query/ only)
       synthetic_manifest.json
+
+Person masks (``person_masks/``, train and test scenes of CUHK-SYSU and PRW only):
+one uint8 PNG label map per scene image, 0 = background, ``k + 1`` = the ``k``-th
+person of the image in annotation order (the order the readers return the boxes);
+only the visible pixels of a person are labelled (occluders and nearer people cut
+them). The full convention, including the reserved value 255, is in
+:mod:`personsearch_train.data.person_masks`.
 
 CUHK-SYSU gallery sizes: ``TestG{N}.mat`` is written for every official N, but a
 gallery cannot hold more images than the pool minus the query image, so each list has
@@ -43,6 +52,7 @@ import cv2
 import numpy as np
 
 from personsearch_train.atomic_files import atomic_write_bytes
+from personsearch_train.data.person_masks import MAX_MASK_PERSONS, PERSON_MASK_DIR
 from personsearch_train.data.synthetic.identities import (
     Identity,
     confusable_twin,
@@ -157,6 +167,12 @@ class SyntheticManifest:
                 "coco": "COCO",
                 "market1501": "Market-1501",
             },
+            # One PNG per scene image of these folders (see personsearch_train.data.person_masks).
+            "person_masks": {
+                "cuhk_sysu": f"CUHK-SYSU/{PERSON_MASK_DIR}",
+                "prw": f"PRW/{PERSON_MASK_DIR}",
+                "encoding": "uint8 PNG, 0 background, k+1 = k-th annotated box of the image",
+            },
         }
 
 
@@ -177,6 +193,7 @@ class _Scene:
     background_seed: int
     camera: int = -1
     image_path: Path | None = None
+    mask_path: Path | None = None  # person-mask PNG (scene formats only)
     crops: list[tuple[int, Path]] = field(default_factory=list)
     annotation: tuple[Path, str] | None = None  # PRW per-frame file and its variable name
     boxes: np.ndarray | None = None
@@ -261,6 +278,11 @@ def _populate(
     return [people[i][0] for i in order], [people[i][1] for i in order]
 
 
+def _mask_path(root: Path, image_name: str) -> Path:
+    """Where the person mask of a scene image goes: ``root/person_masks/<image stem>.png``."""
+    return root / PERSON_MASK_DIR / f"{Path(image_name).stem}.png"
+
+
 def _cuhk_size(rng: np.random.Generator, max_side: int) -> tuple[int, int]:
     ratio = float(rng.choice([0.75, 0.5625, 0.667, 1.333], p=[0.4, 0.3, 0.2, 0.1]))
     if ratio > 1:
@@ -306,6 +328,7 @@ def _plan_cuhk(preset: Preset, seed: int, root: Path) -> _CuhkPlan:
                     seed=_seed(seed, _CUHK, index),
                     background_seed=_seed(seed, _CUHK, index, 1),
                     image_path=root / "Image" / "SSM" / name,
+                    mask_path=_mask_path(root, name),
                 )
             )
     # A training identity needs two images to be learnable and a test identity a query
@@ -401,6 +424,7 @@ def _plan_prw(preset: Preset, seed: int, root: Path) -> _PrwPlan:
             background_seed=_seed(seed, _PRW, 1_000_000 + int(cameras[i])),
             camera=int(cameras[i]),
             image_path=root / "frames" / names[i],
+            mask_path=_mask_path(root, names[i]),
         )
         # Every variable name occurs: the first three frames use one each.
         box_variables[names[i]] = (
@@ -464,15 +488,36 @@ def _plan_pedes(preset: Preset, seed: int, root: Path) -> tuple[list[_Scene], li
 class _Job:
     plan: ScenePlan
     image_path: Path
+    mask_path: Path | None
     crops: tuple[tuple[int, Path], ...]
     annotation: tuple[Path, str, tuple[int, ...]] | None
 
 
+def _encode_person_mask(owner: np.ndarray) -> bytes:
+    """PNG bytes of the label map of a rendered scene.
+
+    Args:
+        owner: ``[H, W]`` int32, plan index of the person seen at each pixel, -1 elsewhere
+            (:attr:`RenderedScene.owner`).
+
+    Returns:
+        A single-channel uint8 PNG: 0 background, ``k + 1`` person ``k``.
+    """
+    if int(owner.max(initial=-1)) >= MAX_MASK_PERSONS:
+        raise ValueError(f"a person mask tells at most {MAX_MASK_PERSONS} people apart")
+    ok, png = cv2.imencode(".png", (owner + 1).astype(np.uint8))
+    if not ok:
+        raise TrainerError("OpenCV could not encode a person mask as PNG")
+    return png.tobytes()
+
+
 def _run_job(job: _Job) -> tuple[np.ndarray, np.ndarray]:
-    """Render one image, write it (its person crops, its PRW box file); return boxes and visibility."""
+    """Render and write one image with its person mask, crops and PRW box file; return boxes, visibility."""
     rendered = render_scene(job.plan)
     quality = int(np.random.default_rng([job.plan.seed, 7]).integers(75, 96))
     atomic_write_bytes(job.image_path, encode_jpeg(rendered.image, quality), sync=False)
+    if job.mask_path is not None:
+        atomic_write_bytes(job.mask_path, _encode_person_mask(rendered.owner), sync=False)
     for index, path in job.crops:
         x1, y1, x2, y2 = (int(v) for v in rendered.boxes[index])
         crop = cv2.resize(rendered.image[y1:y2, x1:x2], _MARKET_SIZE, interpolation=cv2.INTER_AREA)
@@ -500,6 +545,7 @@ def _render_all(scenes: Sequence[_Scene], styles: Sequence[str], map_fn: Callabl
                 style=style,
             ),
             image_path=s.image_path if s.image_path is not None else Path(s.name),
+            mask_path=s.mask_path,
             crops=tuple(s.crops),
             annotation=None if s.annotation is None else (*s.annotation, tuple(s.pids)),
         )
