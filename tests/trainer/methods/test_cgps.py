@@ -24,12 +24,12 @@ from personsearch_train.methods.cgps import (
     CGPSArgs,
     CGPSLosses,
     ClusteringSettings,
-    PersonRows,
     SelfPacedClusterHook,
     update_memory_by_row,
 )
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
+from personsearch_train.weak_supervision.person_rows import PersonRows
 
 FOLDERS = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}
 RECIPES = ("cgps_cuhk_sysu", "cgps_prw", "cgps_synthetic_small", "cgps_instant")

@@ -45,6 +45,7 @@ __all__ = [
     "TrainingData",
     "TrainingMethod",
     "eval_options",
+    "refuse_identity_supervision",
 ]
 
 
@@ -164,6 +165,23 @@ def eval_options(cfg: ExperimentConfig) -> EvalOptions:
         cbgm=cfg.eval.cbgm,
         cws=cfg.eval.cws,
     )
+
+
+def refuse_identity_supervision(name: str, cfg: ExperimentConfig) -> None:
+    """Stop a weakly supervised method from training with identity labels or mixed sources.
+
+    Raises:
+        ConfigError: Naming the key.
+    """
+    if cfg.data.use_identities:
+        raise ConfigError(
+            f"data.use_identities: true, but {name} is weakly supervised and trains without identity "
+            "labels; set data.use_identities: false (labels are then read only to score pseudo labels)"
+        )
+    if cfg.data.mix:
+        raise ConfigError(
+            f"data.mix: {name} clusters the people of one training set; train on data.dataset alone"
+        )
 
 
 class TrainingMethod:

@@ -37,26 +37,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from personsearch_train.engine.hooks import TrainingHook
 from personsearch_train.errors import ConfigError, TrainerError
 from personsearch_train.losses.hybrid_memory import hard_negative_cluster_contrastive_loss
 from personsearch_train.losses.oim import gather_across_ranks
 from personsearch_train.losses.triplet import triplet_with_background_loss
-from personsearch_train.methods.base import MethodLosses, TrainingData, TrainingMethod
+from personsearch_train.methods.base import (
+    MethodLosses,
+    TrainingData,
+    TrainingMethod,
+    refuse_identity_supervision,
+)
+from personsearch_train.methods.pseudo_label_hook import PseudoLabelHook
 from personsearch_train.methods.registry import register_method
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.features import extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
-from personsearch_train.weak_supervision.pseudo_label_quality import PseudoLabelReport
+from personsearch_train.weak_supervision.person_rows import PersonRows, box_counts, hidden_identities
 from personsearch_train.weak_supervision.self_paced_clustering import self_paced_clusters
 
 if TYPE_CHECKING:
@@ -68,10 +72,8 @@ __all__ = [
     "CGPSArgs",
     "CGPSLosses",
     "ClusteringSettings",
-    "PersonRows",
     "SelfPacedClusterHook",
     "contrast_top_percent",
-    "refuse_identity_supervision",
 ]
 
 
@@ -161,47 +163,6 @@ class CGPSArgs:
             )
         if self.extract_batch_size <= 0:
             raise ConfigError(f"method_args.extract_batch_size must be > 0, got {self.extract_batch_size}")
-
-
-class PersonRows(nn.Module):
-    """Where each annotated training person lives in a per-person memory.
-
-    Row of person ``m`` of dataset item ``i`` is ``sum(boxes_per_item[:i]) + m``.
-
-    Args:
-        boxes_per_item: ``[I]`` int64 annotated people of each training item, in dataset order.
-
-    Attributes:
-        row_offsets: ``[I]`` int64 buffer, first row of each item.
-        image_of_row: ``[N]`` int64 buffer, the item of each row.
-    """
-
-    def __init__(self, boxes_per_item: np.ndarray) -> None:
-        super().__init__()
-        counts = torch.as_tensor(np.asarray(boxes_per_item, dtype=np.int64))
-        self.register_buffer("row_offsets", torch.cumsum(counts, 0) - counts)
-        self.register_buffer("image_of_row", torch.repeat_interleave(torch.arange(len(counts)), counts))
-
-    @property
-    def size(self) -> int:
-        """Number of rows ``N``."""
-        return int(self.image_of_row.numel())
-
-    def of_targets(self, targets: list[dict[str, Any]]) -> Tensor:
-        """``[sum M_b]`` int64 rows of every person of the batch, in image then box order."""
-        device = self.row_offsets.device
-        return torch.cat(
-            [
-                self.row_offsets[int(t["image_index"])] + torch.arange(len(t["boxes"]), device=device)
-                for t in targets
-            ]
-        )
-
-    def of_rois(self, outputs: TrainingOutputs, targets: list[dict[str, Any]]) -> Tensor:
-        """``[K]`` int64 rows of the people head 2's sampled RoIs matched."""
-        items = torch.tensor([int(t["image_index"]) for t in targets], device=self.row_offsets.device)
-        image = items[outputs.person_image_index.to(items.device)]
-        return self.row_offsets[image] + outputs.person_box_index.to(items.device)
 
 
 def update_memory_by_row(memory: MemoryBank, rows: Tensor, features: Tensor) -> None:
@@ -296,7 +257,7 @@ class CGPSLosses(MethodLosses):
         return terms
 
 
-class SelfPacedClusterHook(TrainingHook):
+class SelfPacedClusterHook(PseudoLabelHook):
     """Initialise a memory from the model before training, relabel it by clustering every epoch.
 
     Runs before every epoch's first step; a run resumed inside an epoch keeps the labels
@@ -332,25 +293,15 @@ class SelfPacedClusterHook(TrainingHook):
         on_epoch: Callable[[int], None] | None = None,
         extra_scores: Callable[[], dict[str, float]] | None = None,
     ) -> None:
+        super().__init__(title=title, hidden_identities=hidden_identities)
         self.memory = memory
         self.image_of_row = image_of_row
         self.initialise = initialise
         self.cluster_source = cluster_source
         self.settings = settings
-        self.hidden_identities = hidden_identities
-        self.title = title
         self.on_epoch = on_epoch
         self.extra_scores = extra_scores
-        self.clustered_epoch = -1
         self.independence_threshold: float | None = None
-        self.report = PseudoLabelReport(None, title=title)
-
-    def before_train(self, trainer: Trainer) -> None:
-        """Write the report into the run folder (main process only)."""
-        if trainer.dist.is_main:
-            rows = self.report.rows()
-            self.report = PseudoLabelReport(Path(trainer.run_dir), title=self.title)
-            self.report.restore(rows)
 
     def before_epoch(self, trainer: Trainer, epoch: int) -> None:
         """Fill the memory before the first epoch, then cluster (unless resumed labels are this epoch's)."""
@@ -390,62 +341,19 @@ class SelfPacedClusterHook(TrainingHook):
                 f"{result.split_same_image} split from a same-image duplicate"
             )
         self.memory.labels.copy_(torch.from_numpy(labels))
-        self.clustered_epoch = epoch
         extra = self.extra_scores() if self.extra_scores is not None else None
-        row = self.report.add(epoch, labels, self.hidden_identities, extra)
-        if log:
-            scores = (
-                f", pair precision {row['precision']:.3f} recall {row['recall']:.3f}"
-                if "precision" in row
-                else ""
-            )
-            tqdm.write(
-                f"epoch {epoch + 1}: {row['clusters']} pseudo identities of {row['people']} people, "
-                f"{row['singletons']} singletons ({detail}){scores}"
-            )
+        self.record(epoch, labels, log=log, detail=detail, extra=extra)
         return labels
 
     def state_dict(self) -> dict[str, Any]:
         """The epoch the labels are for, the reliability threshold and the report so far."""
-        return {
-            "clustered_epoch": self.clustered_epoch,
-            "independence_threshold": self.independence_threshold,
-            "report": self.report.rows(),
-        }
+        return {**super().state_dict(), "independence_threshold": self.independence_threshold}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.clustered_epoch = int(state["clustered_epoch"])
+        super().load_state_dict(state)
         threshold = state["independence_threshold"]
         self.independence_threshold = None if threshold is None else float(threshold)
-        self.report.restore(list(state["report"]))
-
-
-def refuse_identity_supervision(name: str, cfg: ExperimentConfig) -> None:
-    """Stop a weakly supervised method from training with identity labels or mixed sources.
-
-    Raises:
-        ConfigError: Naming the key.
-    """
-    if cfg.data.use_identities:
-        raise ConfigError(
-            f"data.use_identities: true, but {name} is weakly supervised and trains without identity "
-            "labels; set data.use_identities: false (labels are then read only to score pseudo labels)"
-        )
-    if cfg.data.mix:
-        raise ConfigError(
-            f"data.mix: {name} clusters the people of one training set; train on data.dataset alone"
-        )
-
-
-def box_counts(records: list[Any]) -> np.ndarray:
-    """``[I]`` int64 number of annotated people of each training item."""
-    return np.array([len(r.boxes) for r in records], dtype=np.int64)
-
-
-def hidden_identities(records: list[Any]) -> np.ndarray:
-    """``[N]`` int64 identity of every annotated person, for pseudo-label reports only."""
-    return np.concatenate([np.asarray(r.pids, dtype=np.int64).reshape(-1) for r in records])
 
 
 @register_method

@@ -53,28 +53,32 @@ Choices the paper leaves open, and ours:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from personsearch_train.engine.hooks import TrainingHook
 from personsearch_train.errors import ConfigError, TrainerError
 from personsearch_train.losses.cluster_contrast import cluster_contrastive_loss
 from personsearch_train.losses.instance_consistency import self_instance_consistency, similarity_consistency
 from personsearch_train.losses.oim import gather_across_ranks
-from personsearch_train.methods.base import MethodLosses, TrainingData, TrainingMethod
+from personsearch_train.methods.base import (
+    MethodLosses,
+    TrainingData,
+    TrainingMethod,
+    refuse_identity_supervision,
+)
+from personsearch_train.methods.pseudo_label_hook import PseudoLabelHook
 from personsearch_train.methods.registry import register_method
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.clustering import first_neighbour_clusters
 from personsearch_train.weak_supervision.crops import crop_people, frozen_running_statistics
 from personsearch_train.weak_supervision.features import extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
-from personsearch_train.weak_supervision.pseudo_label_quality import PseudoLabelReport
+from personsearch_train.weak_supervision.person_rows import box_counts, hidden_identities, rows_of_targets
 
 if TYPE_CHECKING:
     from personsearch_train.engine.config import ExperimentConfig
@@ -152,11 +156,6 @@ class RSiamNetArgs:
             raise ConfigError(f"method_args.extract_batch_size must be > 0, got {self.extract_batch_size}")
 
 
-def box_counts(records: list[Any]) -> np.ndarray:
-    """``[I]`` int64 number of annotated people of each training item."""
-    return np.array([len(r.boxes) for r in records], dtype=np.int64)
-
-
 class RSiamNetLosses(MethodLosses):
     """``loss_ins``, ``loss_int`` and ``loss_cluster`` of one batch, and the person memory.
 
@@ -180,13 +179,7 @@ class RSiamNetLosses(MethodLosses):
 
     def rows_of(self, targets: list[dict[str, Any]]) -> Tensor:
         """``[sum M_b]`` int64 memory rows of the batch's people, in image then box order."""
-        device = self.row_offsets.device
-        return torch.cat(
-            [
-                self.row_offsets[int(t["image_index"])] + torch.arange(len(t["boxes"]), device=device)
-                for t in targets
-            ]
-        )
+        return rows_of_targets(self.row_offsets, targets)
 
     def path_embeddings(
         self, model: nn.Module, outputs: TrainingOutputs, images: list[Tensor], targets: list[dict[str, Any]]
@@ -281,7 +274,7 @@ def extract_person_features(
     ).features
 
 
-class RSiamNetHook(TrainingHook):
+class RSiamNetHook(PseudoLabelHook):
     """Per-epoch pseudo identities: extract (or read the memory), cluster, label the memory.
 
     Runs before every epoch's first step; a run resumed inside an epoch keeps the labels
@@ -306,19 +299,10 @@ class RSiamNetHook(TrainingHook):
         image_of_row: Tensor,
         hidden_identities: np.ndarray | None,
     ) -> None:
+        super().__init__(title="R-SiamNet", hidden_identities=hidden_identities)
         self.losses = losses
         self.args = args
         self.image_of_row = image_of_row
-        self.hidden_identities = hidden_identities
-        self.clustered_epoch = -1
-        self.report = PseudoLabelReport(None, title="R-SiamNet")
-
-    def before_train(self, trainer: Trainer) -> None:
-        """Write the report into the run folder (main process only)."""
-        if trainer.dist.is_main:
-            rows = self.report.rows()
-            self.report = PseudoLabelReport(Path(trainer.run_dir), title="R-SiamNet")
-            self.report.restore(rows)
 
     def before_epoch(self, trainer: Trainer, epoch: int) -> None:
         """Cluster for ``epoch`` unless the checkpoint resumed already holds its labels."""
@@ -346,28 +330,8 @@ class RSiamNetHook(TrainingHook):
         else:
             labels = np.arange(memory.features.shape[0], dtype=np.int64)
         memory.labels.copy_(torch.from_numpy(labels))
-        self.clustered_epoch = epoch
-        row = self.report.add(epoch, labels, self.hidden_identities)
-        if log:
-            scores = (
-                f", pair precision {row['precision']:.3f} recall {row['recall']:.3f}"
-                if "precision" in row
-                else ""
-            )
-            tqdm.write(
-                f"epoch {epoch + 1}: {row['clusters']} pseudo identities of {row['people']} people, "
-                f"{row['singletons']} singletons{scores}"
-            )
+        self.record(epoch, labels, log=log)
         return labels
-
-    def state_dict(self) -> dict[str, Any]:
-        """The epoch the memory's labels are for, and the report so far."""
-        return {"clustered_epoch": self.clustered_epoch, "report": self.report.rows()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.clustered_epoch = int(state["clustered_epoch"])
-        self.report.restore(list(state["report"]))
 
 
 @register_method
@@ -392,15 +356,7 @@ class RSiamNet(TrainingMethod):
             ConfigError: Naming the key.
         """
         super().check_config(cfg)
-        if cfg.data.use_identities:
-            raise ConfigError(
-                "data.use_identities: true, but rsiamnet is weakly supervised and trains without identity "
-                "labels; set data.use_identities: false (labels are then read only to score pseudo labels)"
-            )
-        if cfg.data.mix:
-            raise ConfigError(
-                "data.mix: rsiamnet clusters the people of one training set; train on data.dataset alone"
-            )
+        refuse_identity_supervision(self.name, cfg)
 
     def build_model(self, cfg: ExperimentConfig, data: TrainingData) -> nn.Module:
         """The recipe's SeqNet, asked for ground-truth embeddings when the search path is on.
@@ -436,12 +392,11 @@ class RSiamNet(TrainingMethod):
             raise TrainerError("rsiamnet: build_losses must run before build_hooks")
         records = data.dataset.records
         counts = box_counts(records)
-        hidden = np.concatenate([np.asarray(r.pids, dtype=np.int64).reshape(-1) for r in records])
         return [
             RSiamNetHook(
                 losses=self._losses,
                 args=self.args,
                 image_of_row=torch.repeat_interleave(torch.arange(len(records)), torch.from_numpy(counts)),
-                hidden_identities=hidden,
+                hidden_identities=hidden_identities(records),
             )
         ]

@@ -68,15 +68,16 @@ from personsearch_train.errors import ConfigError, TrainerError
 from personsearch_train.losses.hybrid_memory import hard_negative_cluster_contrastive_loss
 from personsearch_train.losses.multi_label import dynamic_threshold, multi_label_loss, same_image_multilabels
 from personsearch_train.losses.scale_invariant import scale_invariant_loss
-from personsearch_train.methods.base import MethodLosses, TrainingData, TrainingMethod
+from personsearch_train.methods.base import (
+    MethodLosses,
+    TrainingData,
+    TrainingMethod,
+    refuse_identity_supervision,
+)
 from personsearch_train.methods.cgps import (
     ClusteringSettings,
-    PersonRows,
     SelfPacedClusterHook,
-    box_counts,
     contrast_top_percent,
-    hidden_identities,
-    refuse_identity_supervision,
     update_memory_by_row,
 )
 from personsearch_train.methods.registry import register_method
@@ -89,6 +90,7 @@ from personsearch_train.weak_supervision.exemplars import (
 )
 from personsearch_train.weak_supervision.features import extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
+from personsearch_train.weak_supervision.person_rows import PersonRows, box_counts, hidden_identities
 from personsearch_train.weak_supervision.pseudo_label_quality import multilabel_pair_precision_recall
 
 if TYPE_CHECKING:

@@ -11,10 +11,12 @@ build their own supervision each epoch from the same pieces:
 * :class:`PseudoLabelReport`: per-epoch pair precision/recall of pseudo labels against
   identities training never sees, written to the run folder and plotted;
 * :class:`MemoryBank`: a momentum feature memory the contrastive losses compare with;
+* :class:`PersonRows`: where each annotated training person lives in such a memory;
 * :func:`crop_people`: cut the boxes out of the scene images for an instance (crop)
   branch that is trained through, so its gradients reach the images.
 
-A method wires them together in its :class:`~personsearch_train.engine.hooks.TrainingHook`.
+A method wires them together in its hook, a
+:class:`~personsearch_train.methods.pseudo_label_hook.PseudoLabelHook`.
 """
 
 from personsearch_train.weak_supervision.clustering import cluster_features as cluster_features
@@ -28,6 +30,10 @@ from personsearch_train.weak_supervision.crops import (
 from personsearch_train.weak_supervision.features import BoxFeatures as BoxFeatures
 from personsearch_train.weak_supervision.features import extract_box_features as extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank as MemoryBank
+from personsearch_train.weak_supervision.person_rows import PersonRows as PersonRows
+from personsearch_train.weak_supervision.person_rows import box_counts as box_counts
+from personsearch_train.weak_supervision.person_rows import hidden_identities as hidden_identities
+from personsearch_train.weak_supervision.person_rows import rows_of_targets as rows_of_targets
 from personsearch_train.weak_supervision.pseudo_label_quality import PairScores as PairScores
 from personsearch_train.weak_supervision.pseudo_label_quality import PseudoLabelReport as PseudoLabelReport
 from personsearch_train.weak_supervision.pseudo_label_quality import (
@@ -53,15 +59,19 @@ __all__ = [
     "BoxFeatures",
     "MemoryBank",
     "PairScores",
+    "PersonRows",
     "PseudoLabelReport",
     "SelfPacedClusters",
     "cluster_features",
     "crop_people",
+    "box_counts",
     "extract_box_features",
     "first_neighbour_clusters",
     "frozen_running_statistics",
+    "hidden_identities",
     "jaccard_distance",
     "pair_precision_recall",
+    "rows_of_targets",
     "reliability_filter",
     "self_paced_clusters",
     "split_same_image",
