@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from personsearch_train.data.registry import load_split
 from personsearch_train.engine.config import config_from_dict, load_config
 from personsearch_train.engine.loop import Trainer
 from personsearch_train.errors import ConfigError, TrainerError
@@ -30,8 +29,8 @@ from personsearch_train.methods.cgps import (
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
 from personsearch_train.weak_supervision.person_rows import PersonRows
+from weak_training import final_state, train, train_split, with_pids
 
-FOLDERS = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}
 RECIPES = ("cgps_cuhk_sysu", "cgps_prw", "cgps_synthetic_small", "cgps_instant")
 
 
@@ -57,37 +56,6 @@ def _cfg(dataset: str = "cuhk_sysu", *, epochs: int = 2, data: dict | None = Non
             "eval": {"every": 0},
         }
     )
-
-
-def _train_split(root: Path, dataset: str, people: int = 24):
-    """The tiny training split cut to its first images holding ``people`` people (fast steps)."""
-    split = load_split(dataset, root / FOLDERS[dataset], "train")
-    kept, total = [], 0
-    for record in split.images:
-        if total >= people:
-            break
-        kept.append(record)
-        total += len(record.boxes)
-    return dataclasses.replace(split, images=tuple(kept))
-
-
-def _with_pids(split, relabel):
-    return dataclasses.replace(
-        split, images=tuple(dataclasses.replace(r, pids=relabel(r.pids)) for r in split.images)
-    )
-
-
-def _train(cfg, run_dir: Path, split, *, max_steps: int = 0, resume: bool = False) -> Trainer:
-    trainer = Trainer(cfg, run_dir=run_dir, train_split=split, progress=False)
-    trainer.fit(max_steps=max_steps, resume=resume)
-    return trainer
-
-
-def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {
-        **trainer.model.state_dict(),
-        **{f"losses.{k}": v for k, v in trainer.losses.state_dict().items()},
-    }
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -279,8 +247,8 @@ def test_instance_epochs_contrast_against_every_negative() -> None:
 
 # --------------------------------------------------------------------- training
 def test_training_without_labels_updates_memory_and_reports(synthetic_root: Path, tmp_path: Path) -> None:
-    split = _train_split(synthetic_root, "cuhk_sysu")
-    trainer = _train(_cfg(), tmp_path / "run", split)
+    split = train_split(synthetic_root, "cuhk_sysu")
+    trainer = train(_cfg(), tmp_path / "run", split)
     people = sum(len(r.boxes) for r in trainer.dataset.records)
     memory = trainer.losses.memory
     assert memory.features.shape == (people, trainer.model.embedding_dim)
@@ -298,16 +266,16 @@ def test_training_without_labels_updates_memory_and_reports(synthetic_root: Path
 
 @pytest.mark.parametrize("dataset", ["cuhk_sysu", "prw"])
 def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, dataset: str) -> None:
-    split = _train_split(synthetic_root, dataset)
+    split = train_split(synthetic_root, dataset)
     rng = np.random.default_rng(0)
     permutation = rng.permutation(max(split.num_identities, 1))
-    permuted = _with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
+    permuted = with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
     removed = dataclasses.replace(
-        _with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
+        with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
     )
     assert any((r.pids != q.pids).any() for r, q in zip(split.images, permuted.images, strict=True))
     states = [
-        _state(_train(_cfg(dataset), tmp_path / name, s))
+        final_state(train(_cfg(dataset), tmp_path / name, s))
         for name, s in (("a", split), ("b", permuted), ("c", removed))
     ]
     for other in states[1:]:
@@ -317,10 +285,10 @@ def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, d
 
 
 def test_resume_inside_an_epoch_continues_exactly(synthetic_root: Path, tmp_path: Path) -> None:
-    split = _train_split(synthetic_root, "prw")
-    straight = _state(_train(_cfg("prw"), tmp_path / "straight", split))
-    _train(_cfg("prw"), tmp_path / "resumed", split, max_steps=4)  # stops inside epoch 2
-    resumed = _state(_train(_cfg("prw"), tmp_path / "resumed", split, resume=True))
+    split = train_split(synthetic_root, "prw")
+    straight = final_state(train(_cfg("prw"), tmp_path / "straight", split))
+    train(_cfg("prw"), tmp_path / "resumed", split, max_steps=4)  # stops inside epoch 2
+    resumed = final_state(train(_cfg("prw"), tmp_path / "resumed", split, resume=True))
     assert straight.keys() == resumed.keys()
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), f"{key} differs after resume"
@@ -338,7 +306,7 @@ def test_memory_starts_from_the_untrained_model_and_clusters_once_per_epoch(
     trainer = Trainer(
         _cfg(extract_batch_size=3),
         run_dir=tmp_path / "run",
-        train_split=_train_split(synthetic_root, "cuhk_sysu"),
+        train_split=train_split(synthetic_root, "cuhk_sysu"),
         progress=False,
     )
     trainer.setup()

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from personsearch_train.data.registry import load_split
 from personsearch_train.engine.config import config_from_dict, load_config
 from personsearch_train.engine.loop import Trainer
 from personsearch_train.errors import ConfigError
@@ -22,8 +21,7 @@ from personsearch_train.methods import build_method
 from personsearch_train.methods.rsiamnet import RSiamNetArgs
 from personsearch_train.models import create_model
 from personsearch_train.weak_supervision.crops import frozen_running_statistics
-
-FOLDERS = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}
+from weak_training import final_state, train, train_split, with_pids
 
 
 def _cfg(dataset: str = "cuhk_sysu", *, epochs: int = 2, data: dict | None = None, **method_args: object):
@@ -48,37 +46,6 @@ def _cfg(dataset: str = "cuhk_sysu", *, epochs: int = 2, data: dict | None = Non
             "eval": {"every": 0},
         }
     )
-
-
-def _train_split(root: Path, dataset: str, people: int = 24):
-    """The tiny training split cut to its first images holding ``people`` people (fast steps)."""
-    split = load_split(dataset, root / FOLDERS[dataset], "train")
-    kept, total = [], 0
-    for record in split.images:
-        if total >= people:
-            break
-        kept.append(record)
-        total += len(record.boxes)
-    return dataclasses.replace(split, images=tuple(kept))
-
-
-def _with_pids(split, relabel):
-    return dataclasses.replace(
-        split, images=tuple(dataclasses.replace(r, pids=relabel(r.pids)) for r in split.images)
-    )
-
-
-def _train(cfg, run_dir: Path, split, *, max_steps: int = 0, resume: bool = False) -> Trainer:
-    trainer = Trainer(cfg, run_dir=run_dir, train_split=split, progress=False)
-    trainer.fit(max_steps=max_steps, resume=resume)
-    return trainer
-
-
-def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {
-        **trainer.model.state_dict(),
-        **{f"losses.{k}": v for k, v in trainer.losses.state_dict().items()},
-    }
 
 
 # ------------------------------------------------------------------------ config
@@ -116,7 +83,7 @@ def test_bad_method_args_name_the_key(args: dict, key: str) -> None:
 def test_crops_too_short_for_the_head_are_refused(synthetic_root: Path) -> None:
     cfg = _cfg()
     method = build_method("rsiamnet", {"crop_height": 16})
-    data = method.build_train_data(cfg, train_split=_train_split(synthetic_root, "cuhk_sysu"))
+    data = method.build_train_data(cfg, train_split=train_split(synthetic_root, "cuhk_sysu"))
     with pytest.raises(ConfigError, match=r"method_args\.crop_height: 16 pixels .* use at least 32"):
         method.build_model(cfg, data)
 
@@ -173,8 +140,8 @@ def test_losses_update_the_batch_rows_of_the_memory_with_momentum() -> None:
 def test_training_step_without_labels_updates_memory_and_reports(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    split = _train_split(synthetic_root, "cuhk_sysu")
-    trainer = _train(_cfg(), tmp_path / "run", split)
+    split = train_split(synthetic_root, "cuhk_sysu")
+    trainer = train(_cfg(), tmp_path / "run", split)
     people = sum(len(r.boxes) for r in trainer.dataset.records)
     memory = trainer.losses.memory
     assert memory.features.shape == (people, trainer.model.embedding_dim)
@@ -193,16 +160,16 @@ def test_training_step_without_labels_updates_memory_and_reports(
 
 @pytest.mark.parametrize("dataset", ["cuhk_sysu", "prw"])
 def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, dataset: str) -> None:
-    split = _train_split(synthetic_root, dataset)
+    split = train_split(synthetic_root, dataset)
     rng = np.random.default_rng(0)
     permutation = rng.permutation(max(split.num_identities, 1))
-    permuted = _with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
+    permuted = with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
     removed = dataclasses.replace(
-        _with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
+        with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
     )
     assert any((r.pids != q.pids).any() for r, q in zip(split.images, permuted.images, strict=True))
     states = [
-        _state(_train(_cfg(dataset), tmp_path / name, s))
+        final_state(train(_cfg(dataset), tmp_path / name, s))
         for name, s in (("a", split), ("b", permuted), ("c", removed))
     ]
     for other in states[1:]:
@@ -212,12 +179,12 @@ def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, d
 
 
 def test_resume_inside_an_epoch_continues_exactly(synthetic_root: Path, tmp_path: Path) -> None:
-    split = _train_split(synthetic_root, "prw")
-    straight = _state(_train(_cfg("prw"), tmp_path / "straight", split))
-    _train(_cfg("prw"), tmp_path / "resumed", split, max_steps=4)  # stops inside epoch 2
-    resumed = _train(_cfg("prw"), tmp_path / "resumed", split, resume=True)
+    split = train_split(synthetic_root, "prw")
+    straight = final_state(train(_cfg("prw"), tmp_path / "straight", split))
+    train(_cfg("prw"), tmp_path / "resumed", split, max_steps=4)  # stops inside epoch 2
+    resumed = train(_cfg("prw"), tmp_path / "resumed", split, resume=True)
     for key, value in straight.items():
-        assert torch.equal(value, _state(resumed)[key]), f"{key} differs after resume"
+        assert torch.equal(value, final_state(resumed)[key]), f"{key} differs after resume"
     rows = [
         json.loads(line) for line in (tmp_path / "resumed" / "pseudo_labels.jsonl").read_text().splitlines()
     ]
@@ -228,7 +195,7 @@ def test_resume_inside_an_epoch_continues_exactly(synthetic_root: Path, tmp_path
     "variant", [{"pseudo_labels": "instance"}, {"paths": "instance", "ins_weight": 0.0, "int_weight": 0.0}]
 )
 def test_ablation_variants_train(synthetic_root: Path, tmp_path: Path, variant: dict) -> None:
-    trainer = _train(_cfg(epochs=1, **variant), tmp_path / "run", _train_split(synthetic_root, "cuhk_sysu"))
+    trainer = train(_cfg(epochs=1, **variant), tmp_path / "run", train_split(synthetic_root, "cuhk_sysu"))
     labels = trainer.losses.memory.labels
     if variant.get("pseudo_labels") == "instance":
         assert labels.tolist() == list(range(len(labels)))
@@ -245,7 +212,7 @@ def test_epoch_start_reextracts_or_clusters_the_memory(
     trainer = Trainer(
         _cfg(cluster_features=cluster_features),
         run_dir=tmp_path / "run",
-        train_split=_train_split(synthetic_root, "cuhk_sysu"),
+        train_split=train_split(synthetic_root, "cuhk_sysu"),
         progress=False,
     )
     trainer.setup()
@@ -300,7 +267,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, root: str, run_dir: str) 
     torch.set_num_threads(1)
     cfg = _cfg(epochs=2)
     try:
-        trainer = _train(cfg, Path(run_dir), _train_split(Path(root), "cuhk_sysu"))
+        trainer = train(cfg, Path(run_dir), train_split(Path(root), "cuhk_sysu"))
     finally:
         cleanup()
     memory = trainer.losses.memory

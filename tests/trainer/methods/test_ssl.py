@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from personsearch_train.data.registry import load_split
 from personsearch_train.engine.config import config_from_dict, load_config
 from personsearch_train.engine.loop import Trainer
 from personsearch_train.errors import ConfigError
@@ -25,8 +24,8 @@ from personsearch_train.losses.multi_label import dynamic_threshold
 from personsearch_train.methods import build_method
 from personsearch_train.methods.ssl import SSLArgs, SSLLosses, exemplar_features
 from personsearch_train.models import create_model
+from weak_training import final_state, train, train_split, with_pids
 
-FOLDERS = {"cuhk_sysu": "CUHK-SYSU", "prw": "PRW"}
 RECIPES = ("ssl_cuhk_sysu", "ssl_prw", "ssl_synthetic_small", "ssl_instant")
 SCALES = [[32, 16]]
 
@@ -57,37 +56,6 @@ def _cfg(dataset: str = "cuhk_sysu", *, epochs: int = 2, data: dict | None = Non
             "eval": {"every": 0},
         }
     )
-
-
-def _train_split(root: Path, dataset: str, people: int = 24):
-    """The tiny training split cut to its first images holding ``people`` people (fast steps)."""
-    split = load_split(dataset, root / FOLDERS[dataset], "train")
-    kept, total = [], 0
-    for record in split.images:
-        if total >= people:
-            break
-        kept.append(record)
-        total += len(record.boxes)
-    return dataclasses.replace(split, images=tuple(kept))
-
-
-def _with_pids(split, relabel):
-    return dataclasses.replace(
-        split, images=tuple(dataclasses.replace(r, pids=relabel(r.pids)) for r in split.images)
-    )
-
-
-def _train(cfg, run_dir: Path, split, *, max_steps: int = 0, resume: bool = False) -> Trainer:
-    trainer = Trainer(cfg, run_dir=run_dir, train_split=split, progress=False)
-    trainer.fit(max_steps=max_steps, resume=resume)
-    return trainer
-
-
-def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {
-        **trainer.model.state_dict(),
-        **{f"losses.{k}": v for k, v in trainer.losses.state_dict().items()},
-    }
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -147,7 +115,7 @@ def test_scales_too_short_for_the_head_are_refused_and_kmeans_raises_them(synthe
     from personsearch_train.weak_supervision.exemplars import box_scales_kmeans
 
     cfg = _cfg()
-    split = _train_split(synthetic_root, "cuhk_sysu")
+    split = train_split(synthetic_root, "cuhk_sysu")
     method = build_method("ssl", {"scales": [[64, 32], [16, 8]]})
     data = method.build_train_data(cfg, train_split=split)
     model = method.build_model(cfg, data)
@@ -172,7 +140,7 @@ def test_scales_too_short_for_the_head_are_refused_and_kmeans_raises_them(synthe
 def test_items_carry_person_masks_only_when_backgrounds_are_removed(
     synthetic_root: Path, args: dict, masks: bool
 ) -> None:
-    split = _train_split(synthetic_root, "prw")
+    split = train_split(synthetic_root, "prw")
     data = build_method("ssl", args).build_train_data(_cfg("prw", **args), train_split=split)
     image, target = data.dataset[0]
     if masks:
@@ -187,7 +155,7 @@ def test_items_carry_person_masks_only_when_backgrounds_are_removed(
 def test_mask_dir_is_used_and_a_dataset_without_masks_falls_back_to_ellipses(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    split = _train_split(synthetic_root, "cuhk_sysu")
+    split = train_split(synthetic_root, "cuhk_sysu")
     masks = Path(split.root) / "person_masks"
     data = build_method("ssl", {"mask_dir": str(masks)}).build_train_data(
         _cfg(mask_dir=str(masks)), train_split=split
@@ -247,7 +215,7 @@ def test_hook_initialises_both_memories_and_sets_the_threshold_per_epoch(
     trainer = Trainer(
         _cfg(extract_batch_size=3, threshold_base=0.5, threshold_alpha=0.2, threshold_beta=-0.5),
         run_dir=tmp_path / "run",
-        train_split=_train_split(synthetic_root, "cuhk_sysu"),
+        train_split=train_split(synthetic_root, "cuhk_sysu"),
         progress=False,
     )
     trainer.setup()
@@ -282,8 +250,8 @@ def test_hook_initialises_both_memories_and_sets_the_threshold_per_epoch(
 
 # --------------------------------------------------------------------- training
 def test_training_without_labels_updates_memories_and_reports(synthetic_root: Path, tmp_path: Path) -> None:
-    split = _train_split(synthetic_root, "cuhk_sysu")
-    trainer = _train(_cfg(), tmp_path / "run", split)
+    split = train_split(synthetic_root, "cuhk_sysu")
+    trainer = train(_cfg(), tmp_path / "run", split)
     people = sum(len(r.boxes) for r in trainer.dataset.records)
     assert "person_masks" in trainer.dataset[0][1]
     dim = trainer.model.embedding_dim
@@ -306,16 +274,16 @@ def test_training_without_labels_updates_memories_and_reports(synthetic_root: Pa
 
 @pytest.mark.parametrize("dataset", ["cuhk_sysu", "prw"])
 def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, dataset: str) -> None:
-    split = _train_split(synthetic_root, dataset)
+    split = train_split(synthetic_root, dataset)
     rng = np.random.default_rng(0)
     permutation = rng.permutation(max(split.num_identities, 1))
-    permuted = _with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
+    permuted = with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
     removed = dataclasses.replace(
-        _with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
+        with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
     )
     assert any((r.pids != q.pids).any() for r, q in zip(split.images, permuted.images, strict=True))
     states = [
-        _state(_train(_cfg(dataset), tmp_path / name, s))
+        final_state(train(_cfg(dataset), tmp_path / name, s))
         for name, s in (("a", split), ("b", permuted), ("c", removed))
     ]
     for other in states[1:]:
@@ -325,11 +293,11 @@ def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, d
 
 
 def test_resume_inside_an_epoch_continues_exactly(synthetic_root: Path, tmp_path: Path) -> None:
-    split = _train_split(synthetic_root, "prw")
-    straight = _train(_cfg("prw"), tmp_path / "straight", split)
-    _train(_cfg("prw"), tmp_path / "resumed", split, max_steps=4)  # stops inside epoch 2
-    resumed = _train(_cfg("prw"), tmp_path / "resumed", split, resume=True)
-    expected, got = _state(straight), _state(resumed)
+    split = train_split(synthetic_root, "prw")
+    straight = train(_cfg("prw"), tmp_path / "straight", split)
+    train(_cfg("prw"), tmp_path / "resumed", split, max_steps=4)  # stops inside epoch 2
+    resumed = train(_cfg("prw"), tmp_path / "resumed", split, resume=True)
+    expected, got = final_state(straight), final_state(resumed)
     assert expected.keys() == got.keys()
     for key, value in expected.items():
         assert torch.equal(value, got[key]), f"{key} differs after resume"
@@ -344,7 +312,7 @@ def test_resume_inside_an_epoch_continues_exactly(synthetic_root: Path, tmp_path
     [{"exemplars": False}, {"dml_weight": 0.0}, {"cluster_weight": 0.0}, {"remove_background": False}],
 )
 def test_ablation_variants_train(synthetic_root: Path, tmp_path: Path, variant: dict) -> None:
-    trainer = _train(_cfg(epochs=1, **variant), tmp_path / "run", _train_split(synthetic_root, "cuhk_sysu"))
+    trainer = train(_cfg(epochs=1, **variant), tmp_path / "run", train_split(synthetic_root, "cuhk_sysu"))
     log = _jsonl(tmp_path / "run" / "train_log.jsonl")
     terms = {
         "loss_scale": variant.get("exemplars", True),
