@@ -81,6 +81,7 @@ _DEV = [
     *_TRAIN,
     *_EXPORT,
     *_FAISS,
+    *_TEXT,
     "cuda-python>=12",
     "pytest>=8",
     "pytest-benchmark>=4",

@@ -1,12 +1,13 @@
 """Run a method's ablation rows on the synthetic set and print them beside a paper's table.
 
-A sweep is a set of trainings of one recipe that differ only in ``method_args``, on a
-shorter schedule (``--epochs``, with the learning-rate step at three quarters of it),
-each evaluated once at its end. Every row trains in its own folder under ``--out``; an
-interrupted sweep picks up where it stopped (finished rows are read back from their
-``metrics.jsonl``, an unfinished one resumes from its ``latest`` checkpoint). The table
-is also written to ``--table``. The per-method scripts (``rsiamnet_ablation.py``,
-``ssl_ablation.py``) hold the rows and the paper's numbers and call :func:`main`.
+A sweep is a set of trainings of one recipe that differ only in ``method_args`` (or in
+the row's own overrides, or its recipe), on a shorter schedule (``--epochs``, with the
+learning-rate step at three quarters of it), each evaluated once at its end. Every row
+trains in its own folder under ``--out``; an interrupted sweep picks up where it stopped
+(finished rows are read back from their ``metrics.jsonl``, an unfinished one resumes
+from its ``latest`` checkpoint). The table is also written to ``--table``. The
+per-method scripts (``rsiamnet_ablation.py``, ``ssl_ablation.py``, ``cfam_ablation.py``)
+hold the rows and the paper's numbers and call :func:`main`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ class AblationRow:
     Attributes:
         name: The row's name as the paper's table prints it.
         method_args: ``method_args`` overrides of the recipe for this row.
-        paper: Paper ``(mAP, top-1)`` in percent by dataset (``cuhk_sysu``, ``prw``);
-            a dataset the paper does not report is left out.
+        paper: Paper numbers in percent by dataset, one per table column (``mAP``,
+            ``top-1`` for person search); a dataset the paper does not report is left out.
+        overrides: Further ``KEY=VALUE`` overrides of this row (e.g. model settings).
+        recipe: This row's recipe, when it is not the sweep's.
     """
 
     name: str
     method_args: Mapping[str, object] = field(default_factory=dict)
-    paper: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    paper: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()
+    recipe: str | None = None
 
 
 def _overrides(
@@ -67,12 +72,14 @@ def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float] | None:
 
 def run_row(key: str, row: AblationRow, args: argparse.Namespace) -> tuple[dict[str, float], float | None]:
     """Train, resume or read back one row: its final metrics, and minutes trained now (None: read back)."""
-    run_dir = args.out / f"{args.dataset}_{key}"
+    run_dir = args.reuse.get(key) or args.out / f"{args.dataset}_{key}"
     metrics = _final_metrics(run_dir, args.epochs)
+    if metrics is None and key in args.reuse:
+        raise SystemExit(f"--reuse {key}={run_dir}: that run has no epoch-{args.epochs} evaluation")
     if metrics is not None:
         return metrics, None
-    overrides = _overrides(args.dataset, args.epochs, row.method_args, args.set or [])
-    cfg = load_config(args.recipe, overrides, data_root=args.data_root)
+    overrides = _overrides(args.dataset, args.epochs, row.method_args, [*(args.set or []), *row.overrides])
+    cfg = load_config(row.recipe or args.recipe, overrides, data_root=args.data_root)
     resume = CheckpointFiles(run_dir, "latest").exists()
     start = time.perf_counter()
     Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=resume)
@@ -90,6 +97,8 @@ def main(
     table_title: str,
     paper_note: str,
     default_epochs: int = 4,
+    datasets: Sequence[str] = ("cuhk_sysu", "prw"),
+    columns: Sequence[tuple[str, str]] = (("mAP", "mAP"), ("top1", "top-1")),
     argv: Sequence[str] | None = None,
 ) -> int:
     """Parse the command line, run (or read back) the rows and print the table.
@@ -101,6 +110,8 @@ def main(
         table_title: Header of the rows' name column.
         paper_note: Last line of the table: where the paper's numbers come from.
         default_epochs: Default ``--epochs``.
+        datasets: ``--dataset`` choices, the first is the default.
+        columns: ``(metric key, header)`` of each column, as the evaluator names the metric.
         argv: Command line (``sys.argv[1:]`` when None).
 
     Returns:
@@ -109,7 +120,7 @@ def main(
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-root", type=Path, required=True, help="the synthetic `small` set")
     parser.add_argument("--out", type=Path, required=True, help="folder of the row runs")
-    parser.add_argument("--dataset", default="cuhk_sysu", choices=("cuhk_sysu", "prw"))
+    parser.add_argument("--dataset", default=datasets[0], choices=tuple(datasets))
     parser.add_argument(
         "--epochs", type=int, default=default_epochs, help="epochs per row (the full recipes train 16)"
     )
@@ -117,24 +128,45 @@ def main(
     parser.add_argument("--rows", nargs="+", default=list(rows), choices=list(rows), help="rows to run")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra override of every row")
     parser.add_argument("--table", type=Path, help="also write the table here")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        metavar="ROW=RUN_DIR",
+        help="read a row from a finished run of the same settings (e.g. the full recipe's run)",
+    )
     args = parser.parse_args(argv)
+    reuse = {}
+    for item in args.reuse or []:
+        key, sep, folder = item.partition("=")
+        if not sep or key not in rows:
+            parser.error(f"--reuse {item!r}: expected ROW=RUN_DIR with ROW one of {', '.join(rows)}")
+        reuse[key] = Path(folder)
+    args.reuse = reuse
 
     settings = f" ({', '.join(args.set)})" if args.set else ""
     lines = [
         f"# {datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}, {platform.processor() or platform.machine()}, "
         f"recipe {args.recipe}{settings}, {args.dataset}, {args.epochs} epochs per row (lr x0.1 at "
         f"{max(1, round(args.epochs * 0.75))})",
-        f"{table_title:<38} {'mAP':>6} {'top-1':>6}   {'paper mAP':>9} {'paper R1':>8}   {'minutes':>7}",
+        f"{table_title:<38} "
+        + " ".join(f"{header:>6}" for _, header in columns)
+        + "   "
+        + " ".join(f"{'paper ' + header:>12}" for _, header in columns)
+        + f"   {'minutes':>7}",
     ]
     print("\n".join(lines), flush=True)
     for key in args.rows:
         row = rows[key]
         metrics, minutes = run_row(key, row, args)
         paper = row.paper.get(args.dataset)
-        paper_text = f"{paper[0]:>9.2f} {paper[1]:>8.2f}" if paper else f"{'-':>9} {'-':>8}"
+        paper_text = (
+            " ".join(f"{value:>12.2f}" for value in paper)
+            if paper
+            else " ".join(f"{'-':>12}" for _ in columns)
+        )
+        ours = " ".join(f"{100 * metrics[key]:>6.2f}" for key, _ in columns)
         line = (
-            f"{row.name:<38} {100 * metrics['mAP']:>6.2f} {100 * metrics['top1']:>6.2f}   "
-            f"{paper_text}   {'(done)' if minutes is None else f'{minutes:.1f}':>7}"
+            f"{row.name:<38} {ours}   {paper_text}   {'(done)' if minutes is None else f'{minutes:.1f}':>7}"
         )
         lines.append(line)
         print(line, flush=True)

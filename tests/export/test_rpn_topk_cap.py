@@ -161,7 +161,9 @@ MODELS = [
 def test_the_lint_test_covers_every_registered_model():
     from personsearch_train.models import list_models
 
-    assert set(list_models()) == {name for name, _ in MODELS}
+    # The TopK cap concerns the detectors' RPN; dual encoders (text retrieval) have none.
+    detectors = {name for name in list_models() if not name.startswith("dual_encoder")}
+    assert detectors == {name for name, _ in MODELS}
 
 
 @pytest.mark.slow

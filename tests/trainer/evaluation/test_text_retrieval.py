@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from personsearch_train.evaluation.evaluators import TextRetrievalEvaluator
 from personsearch_train.evaluation.text_retrieval import evaluate_text_to_image, mean_similarity_distribution
 
 
@@ -75,20 +74,3 @@ def test_msd_agrees_when_gallery_is_already_rank_ordered() -> None:
     assert mean_similarity_distribution(sim, q, g) == pytest.approx(
         mean_similarity_distribution(sim, q, g, literal_ufinebench=True)
     )
-
-
-def test_text_evaluator_normalises_and_batches() -> None:
-    rng = np.random.default_rng(1)
-    images = rng.normal(size=(20, 6))
-    image_pids = np.repeat(np.arange(10), 2)
-    texts = images[::2] * 3.0  # text i is a scaled copy of image 2i
-    evaluator = TextRetrievalEvaluator(compute_msd=True)
-    evaluator.process_texts(texts[:4], np.arange(4))
-    evaluator.process_texts(texts[4:], np.arange(4, 10))
-    evaluator.process_images(images, image_pids)
-    out = evaluator.evaluate()
-    assert out["R1"] == 1.0 and 0 < out["mSD"] <= 1
-    n_img = images / np.linalg.norm(images, axis=1, keepdims=True)
-    n_txt = texts / np.linalg.norm(texts, axis=1, keepdims=True)
-    direct = evaluate_text_to_image(n_txt @ n_img.T, np.arange(10), image_pids)
-    assert out["mAP"] == pytest.approx(direct.mean_ap) and out["mINP"] == pytest.approx(direct.mean_inp)

@@ -1,9 +1,17 @@
 """``personsearch eval``: score a predictions file (or a checkpoint's model) with the exact protocol.
 
-Scoring itself is :func:`personsearch_train.evaluation.scoring.evaluate_predictions`;
-this module only reads the dataset (through the data registry) and the file, turns the
-options into one :class:`~personsearch_train.evaluation.scoring.EvalOptions`, prints a
-table, writes the JSON and (optionally) the plots.
+Person search (``cuhk_sysu``, ``prw``): scoring itself is
+:func:`personsearch_train.evaluation.scoring.evaluate_predictions`; this module only
+reads the dataset (through the data registry) and the file, turns the options into one
+:class:`~personsearch_train.evaluation.scoring.EvalOptions`, prints a table, writes the
+JSON and (optionally) the plots.
+
+Text-to-image person retrieval (the ``text_person`` readers: ``cuhk_pedes``,
+``icfg_pedes``, ``rstpreid``, ``ufine6926``, ``ufine3c``): only ``--checkpoint`` is a
+source. The checkpoint's dual-encoder model embeds the test split
+(:func:`~personsearch_train.engine.text_inference.embed_text_split`) and
+:class:`~personsearch_train.evaluation.text_evaluator.TextRetrievalEvaluator` scores it
+(UFine3C per source), text-to-image and image-to-text.
 """
 
 from __future__ import annotations
@@ -15,13 +23,16 @@ from typing import TYPE_CHECKING
 
 from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.commands.output_paths import check_output_file, check_output_folder
-from personsearch_train.data.registry import available_readers, load_split
+from personsearch_train.data.registry import available_readers, load_split, load_text_split
 from personsearch_train.engine.config import check_gallery_size, resolve_dataset_root
 from personsearch_train.errors import TrainerError
 from personsearch_train.evaluation.scoring import DEFAULT_GALLERY_SIZE, EvalOptions
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from personsearch_train.data.structures import PersonSearchSplit
+    from personsearch_train.engine.text_inference import TextRetrievalEmbeddings
     from personsearch_train.evaluation.predictions import SearchPredictions
     from personsearch_train.evaluation.scoring import PersonSearchReport
 
@@ -29,9 +40,44 @@ __all__ = [
     "add_arguments",
     "eval_options_from_args",
     "report_predictions",
+    "report_text_retrieval",
     "run",
     "write_json_atomically",
 ]
+
+
+#: Batch size of the text-retrieval path when ``--batch-size`` is not given (the
+#: person-search default of 1 would run the encoders one crop or caption at a time).
+DEFAULT_TEXT_BATCH_SIZE = 64
+
+
+class _StoreExplicit(argparse.Action):
+    """``store`` that also records the option in ``namespace.explicit_options``.
+
+    A text dataset refuses person-search options even when given with their default
+    value (``--gallery-size 100``), and ``--batch-size`` has another default there;
+    both need to know whether the user typed the option.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        given = set(getattr(namespace, "explicit_options", ()))
+        given.add(self.option_strings[0])
+        namespace.explicit_options = given
+
+
+def _text_datasets() -> tuple[str, ...]:
+    return available_readers("text_person")
+
+
+def _is_text_dataset(dataset: str) -> bool:
+    return dataset in _text_datasets()
 
 
 # argparse has no public name for the group type; typeshed and the stdlib both call it this.
@@ -49,15 +95,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
     """
     parser.add_argument(
         "--dataset",
-        choices=available_readers("person_search"),
+        choices=(*available_readers("person_search"), *_text_datasets()),
         required=True,
-        help="which dataset reader and protocol to use",
+        help="which dataset reader and protocol to use: person search (cuhk_sysu, prw) or "
+        "text-to-image person retrieval (with --checkpoint only)",
     )
     parser.add_argument(
         "--root",
         type=Path,
         required=True,
-        help="dataset folder (e.g. <synth_out>/CUHK-SYSU or <synth_out>/PRW)",
+        help="dataset folder (e.g. <synth_out>/CUHK-SYSU or <synth_out>/PRW; for a text dataset "
+        "the folder holding its annotation JSON)",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -83,12 +131,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
         "(re-id quality without detection errors)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=1, help="with --checkpoint: images per forward pass"
+        "--batch-size",
+        type=int,
+        default=1,
+        action=_StoreExplicit,
+        help="with --checkpoint: images per forward pass (default: 1; text datasets: images and "
+        f"captions per encoder call, default {DEFAULT_TEXT_BATCH_SIZE})",
     )
     parser.add_argument(
         "--gallery-size",
         type=int,
         default=DEFAULT_GALLERY_SIZE,
+        action=_StoreExplicit,
         help="CUHK-SYSU gallery size: 50, 100, 500, 1000, 2000, 4000, or -1 for the full set "
         f"(default: {DEFAULT_GALLERY_SIZE})",
     )
@@ -109,6 +163,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
         "--empty-queries",
         choices=("skip", "zero"),
         default="skip",
+        action=_StoreExplicit,
         help="queries whose person is in no gallery image: leave out (default) or count as 0",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the headline numbers here (fractions)")
@@ -116,7 +171,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
         "--plot-dir",
         type=Path,
         default=None,
-        help="write cmc.png (and, for CUHK-SYSU, gallery_size.png over every available size) here",
+        help="write cmc.png (and, for CUHK-SYSU, gallery_size.png over every available size; for a "
+        "text dataset the text-to-image rank curve, one per UFine3C source) here",
     )
     return source
 
@@ -139,8 +195,16 @@ def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
             the protocol does not have, ``--batch-size`` below 1, ``--gt-boxes`` with
             ``--cbgm``, or an output path (``--json``, ``--plot-dir``,
             ``--save-predictions``) that cannot be written (a folder where a file goes,
-            or under a file), so no work is done before such a failure.
+            or under a file), so no work is done before such a failure; a text dataset
+            (only ``--checkpoint`` evaluates those, through :func:`run`).
     """
+    if _is_text_dataset(args.dataset):
+        # Every source but --checkpoint (a predictions file, the exporter's bundle) holds
+        # person-search predictions.
+        raise TrainerError(
+            f"--dataset {args.dataset} is a text-to-image dataset; it is evaluated from a --checkpoint of a "
+            "text-retrieval model only (predictions files and bundles hold person-search predictions)"
+        )
     options = EvalOptions(
         dataset=args.dataset,
         gallery_size=args.gallery_size,
@@ -190,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
     """
     from personsearch_train.evaluation.predictions import SearchPredictions
 
+    if _is_text_dataset(args.dataset):
+        return _run_text(args)
     options = eval_options_from_args(args)
     if args.save_predictions is not None and args.checkpoint is None:
         raise TrainerError("--save-predictions needs --checkpoint (a predictions file is already saved)")
@@ -198,9 +264,10 @@ def run(args: argparse.Namespace) -> int:
     root = resolve_dataset_root(options.dataset, args.root)
     # The source is read (or found) before the dataset, so a bad file fails at once.
     if args.checkpoint is not None:
-        from personsearch_train.engine.checkpoint import find_checkpoint
+        from personsearch_train.engine.checkpoint import load_model_from_checkpoint
 
-        find_checkpoint(args.checkpoint)
+        model, metadata = load_model_from_checkpoint(args.checkpoint)
+        _check_person_search_model(model, metadata, args.checkpoint)
     else:
         if args.predictions.is_dir():
             raise TrainerError(
@@ -210,12 +277,14 @@ def run(args: argparse.Namespace) -> int:
         label = args.predictions.name
     split = load_split(options.dataset, root, "test")
     if args.checkpoint is not None:
-        from personsearch_train.engine.inference import predictions_from_checkpoint
+        from personsearch_train.engine.distributed import select_device
+        from personsearch_train.engine.inference import predict_split
 
-        predictions = predictions_from_checkpoint(
-            args.checkpoint,
+        target = select_device(args.device)
+        predictions = predict_split(
+            model.to(target),
             split,
-            device=args.device,
+            device=target,
             batch_size=args.batch_size,
             query_context=options.cbgm,
             ground_truth_boxes=args.gt_boxes,
@@ -309,3 +378,178 @@ def _write_plots(
         top1s.append(result.top(1))
     curve_path = plot_gallery_size_curve(sizes, maps, top1s, plot_dir / "gallery_size.png")
     print(f"wrote {curve_path}")
+
+
+def _describe_model(model: nn.Module, metadata: dict, checkpoint: Path) -> str:
+    """``checkpoint X holds model 'name' (method 'm')``, for the messages that refuse it."""
+    name = (metadata.get("model") or {}).get("name", type(model).__name__)
+    method = (metadata.get("method") or {}).get("name", "seqnet_oim")
+    return f"checkpoint {checkpoint} holds model {name!r} (method {method!r})"
+
+
+def _check_person_search_model(model: nn.Module, metadata: dict, checkpoint: Path) -> None:
+    """Refuse a checkpoint whose model cannot detect and embed people (a text-retrieval model)."""
+    from personsearch_train.engine.text_inference import missing_text_model_attributes
+
+    missing = [name for name in ("predict", "embed_boxes") if not hasattr(model, name)]
+    if not missing:
+        return
+    what = (
+        "a text-to-image retrieval model"
+        if not missing_text_model_attributes(model)
+        else f"a model without {' and '.join(missing)}"
+    )
+    raise TrainerError(
+        f"{_describe_model(model, metadata, checkpoint)}, {what}; person-search datasets need a "
+        f"person-search model. Evaluate it on a text dataset: --dataset one of {', '.join(_text_datasets())}"
+    )
+
+
+def _check_text_options(args: argparse.Namespace) -> None:
+    """Refuse what a text dataset cannot use, before any file is read.
+
+    Raises:
+        TrainerError: A source other than ``--checkpoint``, a person-search-only option
+            (even given at its default value), ``--batch-size`` below 1, or an output
+            path that cannot be written.
+    """
+    dataset = args.dataset
+    if getattr(args, "predictions", None) is not None or getattr(args, "bundle", None) is not None:
+        raise TrainerError(
+            f"--dataset {dataset} is a text-to-image dataset; it is evaluated from a --checkpoint of a "
+            "text-retrieval model only (predictions files and bundles hold person-search predictions)"
+        )
+    given = set(getattr(args, "explicit_options", ()))
+    refused = [
+        option
+        for option, used in (
+            ("--save-predictions", args.save_predictions is not None),
+            ("--gt-boxes", args.gt_boxes),
+            ("--gallery-size", "--gallery-size" in given or args.gallery_size != DEFAULT_GALLERY_SIZE),
+            ("--multi-view", args.multi_view),
+            ("--cbgm", args.cbgm),
+            ("--no-cws", not args.cws),
+            ("--empty-queries", "--empty-queries" in given or args.empty_queries != "skip"),
+        )
+        if used
+    ]
+    if refused:
+        raise TrainerError(
+            f"{', '.join(refused)}: person-search option{'s' if len(refused) > 1 else ''}, not used by the "
+            f"text-to-image dataset {dataset}; leave {'them' if len(refused) > 1 else 'it'} out"
+        )
+    if args.batch_size < 1:
+        raise TrainerError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.plot_dir is not None:
+        check_output_folder(args.plot_dir, "--plot-dir")
+
+
+def _text_batch_size(args: argparse.Namespace) -> int:
+    # The parser's default (1) is the person-search one; a text run uses its own unless asked.
+    if "--batch-size" in set(getattr(args, "explicit_options", ())):
+        return int(args.batch_size)
+    return DEFAULT_TEXT_BATCH_SIZE if args.batch_size == 1 else int(args.batch_size)
+
+
+def _run_text(args: argparse.Namespace) -> int:
+    """``personsearch eval`` on a text-to-image dataset: embed the test split and report."""
+    from personsearch_train.engine.checkpoint import load_model_from_checkpoint
+    from personsearch_train.engine.distributed import select_device
+    from personsearch_train.engine.text_inference import embed_text_split, missing_text_model_attributes
+
+    _check_text_options(args)
+    root = resolve_dataset_root(args.dataset, args.root)
+    # The model is read before the dataset, so a wrong checkpoint fails at once.
+    model, metadata = load_model_from_checkpoint(args.checkpoint)
+    missing = missing_text_model_attributes(model)
+    if missing:
+        kind = (
+            "a person-search model"
+            if hasattr(model, "predict") and hasattr(model, "embed_boxes")
+            else "not a text-retrieval model"
+        )
+        raise TrainerError(
+            f"{_describe_model(model, metadata, args.checkpoint)}, {kind} (it has no {', '.join(missing)}); "
+            f"text dataset {args.dataset} needs a text-to-image retrieval checkpoint. Evaluate this one on "
+            f"--dataset {' or '.join(available_readers('person_search'))}"
+        )
+    split = load_text_split(args.dataset, root, "test")
+    target = select_device(args.device)
+    embeddings = embed_text_split(
+        model.to(target), split, device=target, batch_size=_text_batch_size(args), progress=True
+    )
+    return report_text_retrieval(
+        embeddings, args.dataset, json_path=args.json, plot_dir=args.plot_dir, label=args.checkpoint.name
+    )
+
+
+def _text_rows(scores: dict[str, float], prefix: str, num_texts: int, num_images: int) -> list[str]:
+    """Rows of one block: each metric in both directions (values in %)."""
+    lines = [f"{'':<8}  {'text->image':>11}  {'image->text':>11}"]
+    for key, name in (("R1", "R@1"), ("R5", "R@5"), ("R10", "R@10"), ("mAP", "mAP"), ("mINP", "mINP")):
+        t2i, i2t = scores[f"{prefix}{key}"], scores[f"{prefix}i2t_{key}"]
+        lines.append(f"{name:<8}  {100 * t2i:>11.2f}  {100 * i2t:>11.2f}")
+    # UFineBench defines mSD for text queries only.
+    lines.append(f"{'mSD':<8}  {100 * scores[f'{prefix}mSD']:>11.2f}  {'-':>11}")
+    lines.append(f"{'queries':<8}  {num_texts:>11}  {num_images:>11}")
+    return lines
+
+
+def report_text_retrieval(
+    embeddings: TextRetrievalEmbeddings,
+    dataset: str,
+    *,
+    json_path: Path | None = None,
+    plot_dir: Path | None = None,
+    label: str,
+) -> int:
+    """Score text-retrieval embeddings, print the table, and write the JSON and plot asked for.
+
+    Args:
+        embeddings: The test split's caption and image embeddings.
+        dataset: The text dataset (``"ufine3c"`` is scored per source).
+        json_path: Where to write the scores (fractions; UFine3C keys ``"<source>/R1"``
+            ...); none when None.
+        plot_dir: Where to write ``cmc.png``, the text-to-image rank curve (one per
+            UFine3C source); none when None.
+        label: Where the embeddings came from, shown in the table titles.
+
+    Returns:
+        Exit status 0.
+    """
+    import numpy as np
+
+    from personsearch_train.evaluation.text_evaluator import OVERALL, TextRetrievalEvaluator
+
+    evaluator = TextRetrievalEvaluator(group_by_source=dataset == "ufine3c")
+    evaluator.process(embeddings)
+    scores = evaluator.evaluate()
+    caption_sources = np.asarray(embeddings.caption_sources, dtype=np.str_)
+    image_sources = np.asarray(embeddings.image_sources, dtype=np.str_)
+    blocks = []
+    for group in evaluator.curves:
+        prefix = "" if group == OVERALL else f"{group}/"
+        counts = (
+            (embeddings.num_texts, embeddings.num_images)
+            if group == OVERALL
+            else (int(np.sum(caption_sources == group)), int(np.sum(image_sources == group)))
+        )
+        title = f"{dataset}{'' if group == OVERALL else f' source {group}'}  ({label}, values in %)"
+        rows = _text_rows(scores, prefix, *counts)
+        blocks.append("\n".join([title, "-" * max(len(title), len(rows[0])), *rows]))
+    print("\n\n".join(blocks))
+    if json_path is not None:
+        write_json_atomically(scores, json_path)
+        print(f"wrote {json_path}")
+    if plot_dir is not None:
+        from personsearch_train.evaluation.plots import plot_cmc
+
+        curves = {
+            (f"{dataset} text-to-image" if group == OVERALL else group): curve
+            for group, curve in evaluator.curves.items()
+        }
+        path = plot_cmc(curves, Path(plot_dir) / "cmc.png", title=f"{dataset}: text-to-image rank curve")
+        print(f"wrote {path}")
+    return 0

@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         )
     p = c["pedes"]
     print(f"  {'PEDES':<11} {p['images']} crops, {p['identities']} ids, {p['captions']} captions")
+    for name, label in (("ufine6926", "UFine6926"), ("ufine3c", "UFine3C")):
+        u = c[name]
+        parts = ", ".join(f"{v} {k.removesuffix('_images')}" for k, v in u.items() if k.endswith("_images"))
+        ids, captions = u["identities"], u["captions"]
+        print(f"  {label:<11} {u['images']} images ({parts}), {ids} ids, {captions} captions")
     print(f"  {'COCO':<11} {c['coco']['train_images']} train / {c['coco']['val_images']} val images")
     m = c["market1501"]
     crops = f"{m['bounding_box_train']} train / {m['bounding_box_test']} test / {m['query']} query crops"

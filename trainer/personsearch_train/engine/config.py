@@ -136,6 +136,7 @@ class OptimConfig:
         weight_decay: L2 (SGD, Adam) or decoupled (AdamW) weight decay.
         betas: Adam/AdamW betas.
         nesterov: SGD Nesterov momentum.
+        eps: Adam/AdamW denominator term (IRRA trains with 1e-3).
     """
 
     name: str = "sgd"
@@ -144,6 +145,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     nesterov: bool = False
+    eps: float = 1e-8
 
 
 @dataclass
@@ -635,7 +637,16 @@ def describe_config(cfg: ExperimentConfig, given: Mapping[str, Any] | None = Non
     return lines
 
 
-_FOLDER_NAMES = {"cuhk_sysu": ("CUHK-SYSU", "cuhk_sysu", "cuhk-sysu"), "prw": ("PRW", "prw", "PRW-v16.04.20")}
+#: Conventional folder names of each dataset (the first is what ``personsearch synth`` writes).
+_FOLDER_NAMES = {
+    "cuhk_sysu": ("CUHK-SYSU", "cuhk_sysu", "cuhk-sysu"),
+    "prw": ("PRW", "prw", "PRW-v16.04.20"),
+    "cuhk_pedes": ("PEDES", "CUHK-PEDES", "cuhk_pedes"),
+    "icfg_pedes": ("ICFG-PEDES", "ICFG_PEDES", "icfg_pedes"),
+    "rstpreid": ("RSTPReid", "rstpreid"),
+    "ufine6926": ("UFine6926", "ufine6926"),
+    "ufine3c": ("UFine3C", "ufine3c"),
+}
 
 
 def _dataset_folder(dataset: str, root: str) -> str:

@@ -79,7 +79,6 @@ from personsearch_train.engine.optim import build_optimizer, build_scheduler
 from personsearch_train.engine.precision import autocast_context, autocast_dtype
 from personsearch_train.errors import TrainerError
 from personsearch_train.methods import MethodLosses, TrainingData, TrainingMethod, build_method
-from personsearch_train.models.structures import TrainingOutputs
 
 __all__ = ["TrainResult", "Trainer", "check_run_folder", "clear_run_outputs", "run_outputs"]
 
@@ -290,10 +289,13 @@ class _TrainForward(nn.Module):
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         outputs = self.model.forward_train(images, targets)
-        if not isinstance(outputs, TrainingOutputs):
+        # Person-search models return TrainingOutputs, dual encoders PairTrainingOutputs;
+        # the loop needs only the model's own loss terms, the method reads the rest.
+        if not isinstance(getattr(outputs, "losses", None), dict):
             raise TrainerError(
                 f"{type(self.model).__name__}.forward_train returned {type(outputs).__name__}; "
-                "a model trained by the engine returns personsearch_train.models.TrainingOutputs"
+                "a model trained by the engine returns an object with a 'losses' dict "
+                "(personsearch_train.models.TrainingOutputs for person-search models)"
             )
         losses = dict(outputs.losses)
         extra = [(type(self.losses).__name__, self.losses(self.model, outputs, images, targets))]
@@ -382,10 +384,9 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.train.find_unused_parameters,
             )
-        params = [
-            *self.model.parameters(),
-            *self.losses.parameters(),
-            *self.hook_modules.parameters(),
+        modules = {"model": self.model, "losses": self.losses, "hooks": self.hook_modules}
+        params = self.method.parameter_groups(cfg, modules) or [
+            p for module in modules.values() for p in module.parameters()
         ]
         self.optimizer = build_optimizer(params, cfg.optim)
         self.scheduler = build_scheduler(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -12,23 +13,39 @@ from personsearch_train.engine.config import OptimConfig, ScheduleConfig
 __all__ = ["WarmupSchedule", "build_optimizer", "build_scheduler"]
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig
+) -> torch.optim.Optimizer:
     """Create the optimiser named by ``cfg.name`` over the trainable parameters.
 
     Args:
-        params: Parameters to optimise; those with ``requires_grad=False`` are skipped.
-        cfg: Optimiser settings.
+        params: Parameters to optimise, or parameter groups (dicts with ``params`` and
+            any per-group ``lr`` / ``weight_decay``, as torch optimisers take them);
+            parameters with ``requires_grad=False`` are skipped, and groups left empty
+            are dropped.
+        cfg: Optimiser settings (the defaults of every group).
     """
-    trainable = [p for p in params if p.requires_grad]
+    items = list(params)
+    trainable: list[Any]
+    if items and isinstance(items[0], dict):
+        trainable = [
+            {**group, "params": kept}
+            for group in items
+            if (kept := [p for p in group["params"] if p.requires_grad])
+        ]
+    else:
+        trainable = [p for p in items if p.requires_grad]
     if cfg.name == "sgd":
         return torch.optim.SGD(
             trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
         )
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     if cfg.name == "adam":
-        return torch.optim.Adam(trainable, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(trainable, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(trainable, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            trainable, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
     raise ValueError(f"unknown optimiser {cfg.name!r}")
 
 

@@ -20,6 +20,7 @@ from personsearch_train.evaluation.scoring import (
     evaluate_predictions,
     score_predictions,
 )
+from personsearch_train.evaluation.text_evaluator import TextRetrievalEvaluator
 from personsearch_train.evaluation.text_retrieval import evaluate_text_to_image, mean_similarity_distribution
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "evaluate_text_to_image",
     "mean_similarity_distribution",
     "score_predictions",
+    "TextRetrievalEvaluator",
 ]

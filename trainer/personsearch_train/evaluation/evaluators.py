@@ -15,9 +15,8 @@ from personsearch_train.evaluation.detection import DEFAULT_DET_THRESH, Detectio
 from personsearch_train.evaluation.person_search import EmptyQueryPolicy
 from personsearch_train.evaluation.predictions import SearchPredictions
 from personsearch_train.evaluation.scoring import PersonSearchReport, evaluate_predictions
-from personsearch_train.evaluation.text_retrieval import evaluate_text_to_image, mean_similarity_distribution
 
-__all__ = ["DetectionEvaluator", "PersonSearchEvaluator", "TextRetrievalEvaluator"]
+__all__ = ["DetectionEvaluator", "PersonSearchEvaluator"]
 
 
 class DetectionEvaluator:
@@ -193,56 +192,3 @@ class PersonSearchEvaluator:
             cws=self.cws,
             empty_queries=self.empty_queries,
         )
-
-
-class TextRetrievalEvaluator:
-    """Text-to-image retrieval: collect text and image features, then R@k/mAP/mINP (+ mSD).
-
-    Args:
-        compute_msd: Also compute UFineBench's mSD.
-        literal_ufinebench: Compute mSD as the published script does (see
-            :func:`~personsearch_train.evaluation.text_retrieval.mean_similarity_distribution`).
-    """
-
-    def __init__(self, *, compute_msd: bool = False, literal_ufinebench: bool = False) -> None:
-        self.compute_msd = compute_msd
-        self.literal_ufinebench = literal_ufinebench
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything processed so far."""
-        self._text: list[np.ndarray] = []
-        self._text_pids: list[np.ndarray] = []
-        self._image: list[np.ndarray] = []
-        self._image_pids: list[np.ndarray] = []
-
-    def process_texts(self, features: np.ndarray, pids: np.ndarray) -> None:
-        """Add a batch of text queries: ``[B, D]`` float features and ``[B]`` int64 identities."""
-        self._text.append(np.asarray(features, np.float32))
-        self._text_pids.append(np.asarray(pids, np.int64).reshape(-1))
-
-    def process_images(self, features: np.ndarray, pids: np.ndarray) -> None:
-        """Add a batch of gallery images: ``[B, D]`` float features and ``[B]`` int64 identities."""
-        self._image.append(np.asarray(features, np.float32))
-        self._image_pids.append(np.asarray(pids, np.int64).reshape(-1))
-
-    def evaluate(self) -> dict[str, float]:
-        """L2-normalise, build the cosine similarity matrix and compute the metrics.
-
-        Returns:
-            ``{"R1", "R5", "R10", "mAP", "mINP"}`` (+ ``"mSD"``), fractions in [0, 1].
-        """
-        if not self._text or not self._image:
-            raise ValueError("TextRetrievalEvaluator.evaluate: no texts or no images were processed")
-        text = np.concatenate(self._text).astype(np.float64)
-        image = np.concatenate(self._image).astype(np.float64)
-        text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-        image /= np.maximum(np.linalg.norm(image, axis=1, keepdims=True), 1e-12)
-        similarity = text @ image.T
-        text_pids, image_pids = np.concatenate(self._text_pids), np.concatenate(self._image_pids)
-        result = evaluate_text_to_image(similarity, text_pids, image_pids).as_dict()
-        if self.compute_msd:
-            result["mSD"] = mean_similarity_distribution(
-                similarity, text_pids, image_pids, literal_ufinebench=self.literal_ufinebench
-            )
-        return result

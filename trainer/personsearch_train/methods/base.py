@@ -361,6 +361,22 @@ class TrainingMethod:
         """Callbacks around the loop (pseudo labels, memories); none by default."""
         return []
 
+    def parameter_groups(
+        self, cfg: ExperimentConfig, modules: Mapping[str, nn.Module]
+    ) -> list[dict[str, Any]] | None:
+        """Optimiser parameter groups with their own learning rates, or None for one group.
+
+        Args:
+            cfg: The experiment config (``optim.lr`` / ``optim.weight_decay`` are the base values).
+            modules: ``{"model": ..., "losses": ..., "hooks": ...}``: everything the
+                optimiser updates.
+
+        Returns:
+            Groups as torch optimisers take them (``params`` plus any ``lr`` /
+            ``weight_decay``); None optimises every parameter with the base settings.
+        """
+        return None
+
     # --------------------------------------------------------- evaluation
     def build_test_data(self, cfg: ExperimentConfig) -> PersonSearchSplit:
         """The evaluation data: the test split of ``data.dataset``."""

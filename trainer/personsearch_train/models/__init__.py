@@ -6,6 +6,7 @@ Example:
     >>> detections = model.predict([image])  # image: [3, H, W] float32 RGB in [0, 1]
 """
 
+from personsearch_train.models import dual_encoder as _dual_encoder  # noqa: F401  (registers the dual encoders)
 from personsearch_train.models import seqnet as _seqnet  # noqa: F401  (registers the SeqNet builders)
 from personsearch_train.models.registry import create_model as create_model
 from personsearch_train.models.registry import list_models as list_models

@@ -13,6 +13,13 @@ workers), then writes the annotation files from what was actually drawn::
                    frame_train.mat, frame_test.mat, query_info.txt,
                    person_masks/c{cam}s{seq}_{frame:06d}.png
       PEDES/       reid_raw.json, imgs/synth/p{id:05d}_{k}.jpg
+      UFine6926/   UFine6926.json, images/p{id:05d}_{k}.jpg: ultra-fine captions (about 80
+                   words naming every drawn attribute), train/val/test with disjoint ids
+      UFine3C/     UFine3C.json, images/{source}/p{id:05d}_{k}.jpg: the UFine6926 test ids
+                   under three shifts, ``source`` = cross_domain (new renders, other
+                   backgrounds and light), cross_granularity (the standard test images,
+                   one-sentence coarse captions) or cross_style (the standard test images,
+                   captions from templates never used in training)
       COCO/        annotations/instances_{train,val}2017.json, train2017/, val2017/
                    (the CUHK-SYSU scenes, every person boxed; hard links when possible)
       Market-1501/ bounding_box_train/, bounding_box_test/, query/: 64x128 crops of the
@@ -61,7 +68,18 @@ from personsearch_train.data.synthetic.identities import (
     sample_identity,
 )
 from personsearch_train.data.synthetic.scenes import ScenePlan, render_scene
-from personsearch_train.data.synthetic.truth import PedesTruth, PersonSearchTruth, QueryTruth, SceneTruth
+from personsearch_train.data.synthetic.truth import (
+    PedesTruth,
+    PersonSearchTruth,
+    QueryTruth,
+    SceneTruth,
+    UFineTruth,
+)
+from personsearch_train.data.synthetic.ultrafine_captions import (
+    describe_coarse,
+    describe_cross_style,
+    describe_ultrafine,
+)
 from personsearch_train.data.synthetic.writers import (
     PRW_BOX_VARIABLES,
     encode_jpeg,
@@ -71,23 +89,34 @@ from personsearch_train.data.synthetic.writers import (
     write_pedes,
     write_prw,
     write_prw_frame,
+    write_ufine,
 )
 from personsearch_train.errors import ConfigError, TrainerError
 
-__all__ = ["GALLERY_SIZES", "GENERATOR_VERSION", "PRESETS", "Preset", "SyntheticManifest", "generate_dataset"]
+__all__ = [
+    "GALLERY_SIZES",
+    "GENERATOR_VERSION",
+    "PRESETS",
+    "UFINE3C_SOURCES",
+    "Preset",
+    "SyntheticManifest",
+    "generate_dataset",
+]
 
 #: Bumped whenever the same seed would produce different files.
 GENERATOR_VERSION = "1"
 #: The official CUHK-SYSU gallery sizes (``TestG{N}.mat``).
 GALLERY_SIZES: tuple[int, ...] = (50, 100, 500, 1000, 2000, 4000)
 #: Folders this generator owns inside ``out_dir`` (replaced on regeneration).
-_OUTPUT_FOLDERS = ("CUHK-SYSU", "PRW", "PEDES", "COCO", "Market-1501")
+_OUTPUT_FOLDERS = ("CUHK-SYSU", "PRW", "PEDES", "COCO", "Market-1501", "UFine6926", "UFine3C")
+#: The shifts of the UFine3C layout, in the order its entries are written.
+UFINE3C_SOURCES: tuple[str, ...] = ("cross_domain", "cross_granularity", "cross_style")
 _MANIFEST = "synthetic_manifest.json"
 _MAX_PEOPLE = 8
 _MARKET_SIZE = (64, 128)  # width, height of Market-1501 crops
 
 # Dataset tags mixed into seeds so the datasets draw independent streams.
-_CUHK, _PRW, _PEDES = 1, 2, 3
+_CUHK, _PRW, _PEDES, _UFINE, _UFINE3C = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -100,8 +129,9 @@ class Preset:
         cuhk_test_scenes: CUHK-SYSU test images (the pool).
         prw_train_frames: PRW training frames.
         prw_test_frames: PRW test frames.
-        pedes_ids: ``(train, val, test)`` person counts of the PEDES layout.
-        pedes_images_per_id: ``(min, max)`` crops per PEDES person.
+        pedes_ids: ``(train, val, test)`` person counts of the PEDES layout (and of
+            the UFine6926 layout, which draws its own people).
+        pedes_images_per_id: ``(min, max)`` crops per PEDES (and UFine6926) person.
         max_side: Longest image side in pixels.
     """
 
@@ -138,6 +168,9 @@ class SyntheticManifest:
         pedes: Entries of ``PEDES/reid_raw.json``.
         seconds: Wall time of the generation (not written to the manifest file, which
             must be identical for one seed).
+        ufine6926: Entries of ``UFine6926/UFine6926.json``.
+        ufine3c: Entries of ``UFine3C/UFine3C.json``.
+        ufine_identities: Appearance of every UFine6926 id (UFine3C reuses the test ids).
     """
 
     root: Path
@@ -150,6 +183,9 @@ class SyntheticManifest:
     prw: PersonSearchTruth
     pedes: tuple[PedesTruth, ...]
     seconds: float = 0.0
+    ufine6926: tuple[UFineTruth, ...] = ()
+    ufine3c: tuple[UFineTruth, ...] = ()
+    ufine_identities: dict[int, Identity] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The content of ``synthetic_manifest.json``."""
@@ -166,6 +202,8 @@ class SyntheticManifest:
                 "pedes": "PEDES",
                 "coco": "COCO",
                 "market1501": "Market-1501",
+                "ufine6926": "UFine6926",
+                "ufine3c": "UFine3C",
             },
             # One PNG per scene image of these folders (see personsearch_train.data.person_masks).
             "person_masks": {
@@ -192,6 +230,7 @@ class _Scene:
     seed: int
     background_seed: int
     camera: int = -1
+    domain: str = "standard"  # rendering domain (scenes.DOMAINS)
     image_path: Path | None = None
     mask_path: Path | None = None  # person-mask PNG (scene formats only)
     crops: list[tuple[int, Path]] = field(default_factory=list)
@@ -481,6 +520,95 @@ def _plan_pedes(preset: Preset, seed: int, root: Path) -> tuple[list[_Scene], li
     return scenes, entries
 
 
+@dataclass
+class _UFinePlan:
+    scenes: list[_Scene]  # UFine6926 renders, then the UFine3C cross-domain renders
+    ufine6926: list[UFineTruth]
+    ufine3c: list[UFineTruth]
+    links: list[tuple[Path, Path]]  # (UFine6926 test image, its UFine3C copy)
+    identities: dict[int, Identity]
+
+
+def _crop_size(rng: np.random.Generator, max_side: int) -> tuple[int, int]:
+    """Width and height of an ultra-fine crop: taller than the PEDES crops, for the finer detail."""
+    height = int(rng.integers(160, min(320, max_side) + 1))
+    return int(round(height * rng.uniform(0.36, 0.48))), height
+
+
+def _plan_ufine(preset: Preset, seed: int, root: Path, root_3c: Path) -> _UFinePlan:
+    """Plan UFine6926 (its own people, disjoint per split) and UFine3C (its test people, three shifts)."""
+    rng = np.random.default_rng([seed, _UFINE])
+    # Captions draw from their own stream, so rewording never moves an image.
+    text_rng = np.random.default_rng([seed, _UFINE, 1])
+    n_train, n_val, n_test = preset.pedes_ids
+    identities = sample_identities(rng, n_train + n_val + n_test, first_key=1)
+    lo, hi = preset.pedes_images_per_id
+    scenes: list[_Scene] = []
+    entries: list[UFineTruth] = []
+    for identity in identities:
+        k = identity.key
+        split = "train" if k <= n_train else "val" if k <= n_train + n_val else "test"
+        for j in range(int(rng.integers(lo, hi + 1))):
+            width, height = _crop_size(rng, preset.max_side)
+            file_path = f"images/p{k:05d}_{j}.jpg"
+            index = len(scenes)
+            scenes.append(
+                _Scene(
+                    name=file_path,
+                    split=split,
+                    width=width,
+                    height=height,
+                    people=[identity],
+                    pids=[k],
+                    seed=_seed(seed, _UFINE, index),
+                    background_seed=_seed(seed, _UFINE, index, 1),
+                    image_path=root / file_path,
+                )
+            )
+            captions = tuple(describe_ultrafine(identity, text_rng))
+            entries.append(UFineTruth(split=split, id=k, file_path=file_path, captions=captions))
+
+    by_key = {p.key: p for p in identities}
+    test_entries = [e for e in entries if e.split == "test"]
+    rng_3c = np.random.default_rng([seed, _UFINE3C])
+    text_3c = np.random.default_rng([seed, _UFINE3C, 1])
+    shifted: list[UFineTruth] = []
+    links: list[tuple[Path, Path]] = []
+    for source in UFINE3C_SOURCES:
+        for entry in test_entries:
+            identity = by_key[entry.id]
+            file_path = f"images/{source}/{Path(entry.file_path).name}"
+            if source == "cross_domain":
+                # New renders of the same person under another domain, described as in training.
+                width, height = _crop_size(rng_3c, preset.max_side)
+                index = len(shifted)
+                scenes.append(
+                    _Scene(
+                        name=file_path,
+                        split="test",
+                        width=width,
+                        height=height,
+                        people=[identity],
+                        pids=[identity.key],
+                        seed=_seed(seed, _UFINE3C, index),
+                        background_seed=_seed(seed, _UFINE3C, index, 1),
+                        image_path=root_3c / file_path,
+                        domain="shifted",
+                    )
+                )
+                captions = describe_ultrafine(identity, text_3c)
+            else:
+                links.append((root / entry.file_path, root_3c / file_path))
+                coarse = source == "cross_granularity"
+                captions = (describe_coarse if coarse else describe_cross_style)(identity, text_3c)
+            shifted.append(
+                UFineTruth(
+                    split="test", id=entry.id, file_path=file_path, captions=tuple(captions), source=source
+                )
+            )
+    return _UFinePlan(scenes, entries, shifted, links, by_key)
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -543,6 +671,7 @@ def _render_all(scenes: Sequence[_Scene], styles: Sequence[str], map_fn: Callabl
                 seed=s.seed,
                 background_seed=s.background_seed,
                 style=style,
+                domain=s.domain,
             ),
             image_path=s.image_path if s.image_path is not None else Path(s.name),
             mask_path=s.mask_path,
@@ -671,6 +800,18 @@ def _counts(truth: PersonSearchTruth) -> dict[str, int]:
     }
 
 
+def _text_counts(entries: Sequence[UFineTruth]) -> dict[str, int]:
+    """Manifest counts of a UFine layout: totals, then images per split or per UFine3C source."""
+    out = {
+        "images": len(entries),
+        "captions": sum(len(e.captions) for e in entries),
+        "identities": len({e.id for e in entries}),
+    }
+    for key in sorted({e.source or e.split for e in entries}):
+        out[f"{key}_images"] = sum(1 for e in entries if (e.source or e.split) == key)
+    return out
+
+
 def generate_dataset(
     out_dir: Path,
     preset: str = "tiny",
@@ -716,9 +857,13 @@ def generate_dataset(
     prw = _plan_prw(spec, seed, prw_root)
     _market_crops(prw, out_dir / "Market-1501")
     pedes_scenes, pedes_entries = _plan_pedes(spec, seed, pedes_root)
+    ufine_root, ufine3c_root = out_dir / "UFine6926", out_dir / "UFine3C"
+    ufine = _plan_ufine(spec, seed, ufine_root, ufine3c_root)
 
-    scenes = [*cuhk.scenes, *prw.train, *prw.test, *pedes_scenes]
-    styles = ["street"] * (len(scenes) - len(pedes_scenes)) + ["crop"] * len(pedes_scenes)
+    # Every image renders from its own seeds only, so appending layouts leaves the others unchanged.
+    crops = [*pedes_scenes, *ufine.scenes]
+    scenes = [*cuhk.scenes, *prw.train, *prw.test, *crops]
+    styles = ["street"] * (len(scenes) - len(crops)) + ["crop"] * len(crops)
     if workers is None:
         workers = 1 if len(scenes) < 400 else len(os.sched_getaffinity(0))
     with contextlib.ExitStack() as stack:
@@ -742,6 +887,10 @@ def generate_dataset(
     prw_truth = _prw_truth(prw, prw_root)
     write_prw(prw_root, prw_truth, prw.box_variables, frame_files=False)
     write_pedes(pedes_root, pedes_entries)
+    for source, target in ufine.links:
+        _link_or_copy(source, target)
+    write_ufine(ufine_root / "UFine6926.json", ufine.ufine6926)
+    write_ufine(ufine3c_root / "UFine3C.json", ufine.ufine3c)
     coco_root = out_dir / "COCO"
     for split, folder, scenes_of in (
         ("train", "train2017", cuhk_truth.train),
@@ -769,6 +918,8 @@ def generate_dataset(
             "person_boxes": _counts(cuhk_truth)["boxes"],
         },
         "market1501": market,
+        "ufine6926": _text_counts(ufine.ufine6926),
+        "ufine3c": _text_counts(ufine.ufine3c),
     }
     gallery_lengths = {n: min(n, len(cuhk_truth.test) - 1) for n in GALLERY_SIZES}
     manifest = SyntheticManifest(
@@ -781,6 +932,9 @@ def generate_dataset(
         cuhk_sysu=cuhk_truth,
         prw=prw_truth,
         pedes=tuple(pedes_entries),
+        ufine6926=tuple(ufine.ufine6926),
+        ufine3c=tuple(ufine.ufine3c),
+        ufine_identities=ufine.identities,
     )
     write_json(out_dir / _MANIFEST, manifest.to_json())
     return dataclasses.replace(manifest, seconds=time.perf_counter() - started)

@@ -17,7 +17,11 @@ import numpy as np
 from personsearch_train.data.synthetic.figures import draw_person, sample_pose
 from personsearch_train.data.synthetic.identities import Identity
 
-__all__ = ["RenderedScene", "ScenePlan", "make_background", "render_scene"]
+__all__ = ["DOMAINS", "RenderedScene", "ScenePlan", "make_background", "render_scene"]
+
+#: Rendering domains: ``"standard"`` is what every training layout uses; ``"shifted"``
+#: (UFine3C's cross-domain split) draws other backgrounds under dim, tinted light.
+DOMAINS: tuple[str, ...] = ("standard", "shifted")
 
 _FACADES = np.array(
     [
@@ -34,6 +38,25 @@ _FACADES = np.array(
 _GROUNDS = np.array(
     [[110, 110, 110], [90, 85, 80], [130, 125, 115], [80, 95, 75], [150, 145, 135]], dtype=np.float32
 )
+# The shifted domain: saturated shop fronts and painted walls over dark asphalt or
+# coloured tiles, colours the standard palette never produces.
+_SHIFTED_FACADES = np.array(
+    [
+        [200, 60, 50],
+        [40, 120, 170],
+        [210, 170, 40],
+        [60, 150, 120],
+        [150, 70, 160],
+        [230, 220, 200],
+        [50, 50, 60],
+    ],
+    dtype=np.float32,
+)
+_SHIFTED_GROUNDS = np.array(
+    [[45, 45, 50], [160, 60, 50], [60, 110, 140], [200, 190, 150], [35, 60, 40]], dtype=np.float32
+)
+# Light colours of the shifted domain: sodium street lamps, cold fluorescent light, dusk.
+_SHIFTED_TINTS = np.array([[1.25, 0.95, 0.6], [0.75, 0.95, 1.3], [1.1, 0.8, 1.05]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,8 @@ class ScenePlan:
             camera's view stays the same from frame to frame.
         style: ``"street"`` (many people, scale spread, occluders) or ``"crop"`` (one
             person centred, filling the height; for re-id / text crops).
+        domain: One of :data:`DOMAINS`; ``"shifted"`` changes the background palette,
+            the lighting and the blur, never who is drawn or how.
     """
 
     width: int
@@ -57,6 +82,11 @@ class ScenePlan:
     seed: int
     background_seed: int
     style: str = "street"
+    domain: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise ValueError(f"unknown rendering domain {self.domain!r}; choose one of {', '.join(DOMAINS)}")
 
 
 @dataclass(frozen=True)
@@ -86,24 +116,29 @@ def _low_frequency_noise(rng: np.random.Generator, width: int, height: int, ampl
     return cv2.resize(small.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-def make_background(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, int]:
+def make_background(
+    rng: np.random.Generator, width: int, height: int, domain: str = "standard"
+) -> tuple[np.ndarray, int]:
     """Draw a street-like background: building facades with windows over a tiled ground.
 
     Args:
         rng: Source of randomness (a fixed seed gives a fixed camera view).
         width: Image width.
         height: Image height.
+        domain: ``"standard"`` or ``"shifted"`` (another facade and ground palette;
+            the random draws are the same, so only the colours differ).
 
     Returns:
         ``([H, W, 3] float32 RGB in 0..255, horizon row)``.
     """
+    facades, grounds = (_FACADES, _GROUNDS) if domain == "standard" else (_SHIFTED_FACADES, _SHIFTED_GROUNDS)
     img = np.empty((height, width, 3), dtype=np.float32)
     horizon = int(height * rng.uniform(0.3, 0.5))
     # Facades: a few buildings side by side, each with its own colour and window grid.
     cuts = np.sort(rng.uniform(0, width, size=int(rng.integers(1, 4)))).astype(int)
     edges = [0, *cuts.tolist(), width]
     for x0, x1 in zip(edges[:-1], edges[1:], strict=True):
-        colour = _FACADES[rng.integers(len(_FACADES))] * rng.uniform(0.8, 1.2, size=3)
+        colour = facades[rng.integers(len(facades))] * rng.uniform(0.8, 1.2, size=3)
         img[:horizon, x0:x1] = colour
         win = colour * rng.uniform(0.35, 0.7)
         step_x = int(rng.integers(14, 40))
@@ -112,7 +147,7 @@ def make_background(rng: np.random.Generator, width: int, height: int) -> tuple[
         for y in range(int(rng.integers(2, 10)), max(0, horizon - wh - 6), step_y):
             for x in range(x0 + int(rng.integers(2, 10)), x1 - ww, step_x):
                 img[y : y + wh, x : x + ww] = win
-    ground = _GROUNDS[rng.integers(len(_GROUNDS))] * rng.uniform(0.85, 1.15, size=3)
+    ground = grounds[rng.integers(len(grounds))] * rng.uniform(0.85, 1.15, size=3)
     img[horizon:] = ground
     line = tuple(float(c) for c in ground * rng.uniform(0.7, 0.9))
     vx = int(rng.uniform(0.2, 0.8) * width)
@@ -239,6 +274,17 @@ def _light_and_blur(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return out
 
 
+def _shift_light(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Dim, tinted light of the shifted domain, applied before the usual light and blur."""
+    tint = _SHIFTED_TINTS[rng.integers(len(_SHIFTED_TINTS))]
+    img *= (tint * np.float32(rng.uniform(0.5, 0.75))).astype(np.float32)
+
+
+def _shift_blur(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+    """A softer lens than the standard domain ever has (sigma 1.2-2.2)."""
+    return cv2.GaussianBlur(out, (0, 0), rng.uniform(1.2, 2.2))
+
+
 def render_scene(plan: ScenePlan) -> RenderedScene:
     """Render one image and measure the boxes of the people drawn in it.
 
@@ -250,7 +296,7 @@ def render_scene(plan: ScenePlan) -> RenderedScene:
     """
     rng = np.random.default_rng(plan.seed)
     bg_rng = np.random.default_rng(plan.background_seed)
-    img, horizon = make_background(bg_rng, plan.width, plan.height)
+    img, horizon = make_background(bg_rng, plan.width, plan.height, plan.domain)
     # Per-image variation of a fixed camera view: a slightly different exposure.
     img *= rng.uniform(0.92, 1.08)
     h, w = plan.height, plan.width
@@ -289,4 +335,11 @@ def render_scene(plan: ScenePlan) -> RenderedScene:
             _occlude(rng, img, owner, boxes[int(rng.integers(n))])
     counts = np.bincount(owner[owner >= 0].ravel(), minlength=n)[:n]
     visibility = (counts / np.maximum(areas, 1)).astype(np.float32)
-    return RenderedScene(image=_light_and_blur(rng, img), boxes=boxes, visibility=visibility, owner=owner)
+    # The shifted domain draws from its own stream so the standard draws stay as they were.
+    shift_rng = np.random.default_rng([plan.seed, 11]) if plan.domain == "shifted" else None
+    if shift_rng is not None:
+        _shift_light(shift_rng, img)
+    image = _light_and_blur(rng, img)
+    if shift_rng is not None:
+        image = _shift_blur(shift_rng, image)
+    return RenderedScene(image=image, boxes=boxes, visibility=visibility, owner=owner)

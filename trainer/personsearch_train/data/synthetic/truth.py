@@ -12,7 +12,7 @@ import numpy as np
 
 from personsearch_train.data.synthetic.identities import Identity
 
-__all__ = ["PedesTruth", "PersonSearchTruth", "QueryTruth", "SceneTruth"]
+__all__ = ["PedesTruth", "PersonSearchTruth", "QueryTruth", "SceneTruth", "UFineTruth"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,3 +115,23 @@ class PedesTruth:
     id: int
     file_path: str
     captions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UFineTruth:
+    """One entry of the synthetic ``UFine6926.json`` or ``UFine3C.json``.
+
+    Attributes:
+        split: ``"train"``, ``"val"`` or ``"test"`` (always ``"test"`` in UFine3C).
+        id: 1-based person id (UFine3C keeps the UFine6926 test ids).
+        file_path: Image path relative to the dataset folder (``images/...``).
+        captions: The two captions.
+        source: UFine3C only: ``"cross_domain"``, ``"cross_granularity"`` or
+            ``"cross_style"``; empty for UFine6926.
+    """
+
+    split: str
+    id: int
+    file_path: str
+    captions: tuple[str, ...]
+    source: str = ""

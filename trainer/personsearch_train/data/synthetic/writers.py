@@ -1,7 +1,7 @@
 """Writing the generated ground truth in the real dataset file layouts.
 
 Layouts follow ``reference/methods.md`` sections 2.1 (CUHK-SYSU), 2.2 (PRW) and 5.1
-(CUHK-PEDES), plus the COCO ``instances_*.json`` detection format. MATLAB files are
+(CUHK-PEDES, UFine6926 / UFine3C), plus the COCO ``instances_*.json`` detection format. MATLAB files are
 written with ``scipy.io.savemat`` as struct arrays whose field *order* matches the
 real files, because reference code (SeqNet ``datasets/cuhk_sysu.py``) reads the
 fields by position.
@@ -25,7 +25,13 @@ import numpy as np
 import scipy.io
 
 from personsearch_train.atomic_files import atomic_write_bytes
-from personsearch_train.data.synthetic.truth import PedesTruth, PersonSearchTruth, QueryTruth, SceneTruth
+from personsearch_train.data.synthetic.truth import (
+    PedesTruth,
+    PersonSearchTruth,
+    QueryTruth,
+    SceneTruth,
+    UFineTruth,
+)
 
 __all__ = [
     "PRW_BOX_VARIABLES",
@@ -37,6 +43,7 @@ __all__ = [
     "write_pedes",
     "write_prw",
     "write_prw_frame",
+    "write_ufine",
     "query_lines",
     "tokenize",
 ]
@@ -271,6 +278,31 @@ def write_pedes(root: Path, entries: Sequence[PedesTruth]) -> None:
         for e in entries
     ]
     write_json(root / "reid_raw.json", value)
+
+
+def write_ufine(path: Path, entries: Sequence[UFineTruth]) -> None:
+    """Write a UFineBench-style annotation list (``UFine6926.json`` / ``UFine3C.json``).
+
+    Entries are ``{"split", "id", "file_path", "captions"}``, plus ``"source"`` when
+    the entry has one (UFine3C). Images are written by the renderer.
+
+    Args:
+        path: Destination JSON, inside the dataset folder that ``file_path`` values
+            are relative to.
+        entries: One entry per image.
+    """
+    value = []
+    for e in entries:
+        row: dict[str, Any] = {
+            "split": e.split,
+            "id": e.id,
+            "file_path": e.file_path,
+            "captions": list(e.captions),
+        }
+        if e.source:
+            row["source"] = e.source
+        value.append(row)
+    write_json(path, value)
 
 
 def write_coco(path: Path, scenes: Sequence[SceneTruth]) -> None:
