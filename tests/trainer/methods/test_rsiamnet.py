@@ -7,7 +7,6 @@ clustering runs from trained features too.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from personsearch_train.methods import build_method
 from personsearch_train.methods.rsiamnet import RSiamNetArgs
 from personsearch_train.models import create_model
 from personsearch_train.weak_supervision.crops import frozen_running_statistics
-from weak_training import final_state, train, train_split, with_pids
+from weak_training import assert_training_ignores_identities, final_state, train, train_split
 
 
 def _cfg(dataset: str = "cuhk_sysu", *, epochs: int = 2, data: dict | None = None, **method_args: object):
@@ -160,22 +159,7 @@ def test_training_step_without_labels_updates_memory_and_reports(
 
 @pytest.mark.parametrize("dataset", ["cuhk_sysu", "prw"])
 def test_training_never_reads_identities(synthetic_root: Path, tmp_path: Path, dataset: str) -> None:
-    split = train_split(synthetic_root, dataset)
-    rng = np.random.default_rng(0)
-    permutation = rng.permutation(max(split.num_identities, 1))
-    permuted = with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
-    removed = dataclasses.replace(
-        with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
-    )
-    assert any((r.pids != q.pids).any() for r, q in zip(split.images, permuted.images, strict=True))
-    states = [
-        final_state(train(_cfg(dataset), tmp_path / name, s))
-        for name, s in (("a", split), ("b", permuted), ("c", removed))
-    ]
-    for other in states[1:]:
-        assert states[0].keys() == other.keys()
-        for key, value in states[0].items():
-            assert torch.equal(value, other[key]), f"{key} differs when identities change"
+    assert_training_ignores_identities(lambda: _cfg(dataset), synthetic_root, dataset, tmp_path)
 
 
 def test_resume_inside_an_epoch_continues_exactly(synthetic_root: Path, tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ relabels the split to prove a method never reads identities, and compares final 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from personsearch_train.data.registry import load_split
 from personsearch_train.engine.loop import Trainer
@@ -45,3 +47,30 @@ def final_state(trainer: Trainer) -> dict[str, torch.Tensor]:
         **trainer.model.state_dict(),
         **{f"losses.{k}": v for k, v in trainer.losses.state_dict().items()},
     }
+
+
+def assert_training_ignores_identities(make_cfg: Callable, root: Path, dataset: str, tmp_path: Path) -> None:
+    """Train on the split, its identities permuted and removed: final states must be equal.
+
+    Args:
+        make_cfg: Returns the method's experiment config (a fresh one for each run).
+        root: The synthetic ``tiny`` preset.
+        dataset: ``cuhk_sysu`` or ``prw``.
+        tmp_path: Where the three runs go.
+    """
+    split = train_split(root, dataset)
+    rng = np.random.default_rng(0)
+    permutation = rng.permutation(max(split.num_identities, 1))
+    permuted = with_pids(split, lambda p: np.where(p >= 0, permutation[np.maximum(p, 0)], -1))
+    removed = dataclasses.replace(
+        with_pids(split, lambda p: np.full_like(p, -1)), label_to_pid=np.zeros(0, np.int64)
+    )
+    assert any((r.pids != q.pids).any() for r, q in zip(split.images, permuted.images, strict=True))
+    states = [
+        final_state(train(make_cfg(), tmp_path / name, s))
+        for name, s in (("a", split), ("b", permuted), ("c", removed))
+    ]
+    for other in states[1:]:
+        assert states[0].keys() == other.keys()
+        for key, value in states[0].items():
+            assert torch.equal(value, other[key]), f"{key} differs when identities change"
