@@ -488,31 +488,74 @@ def _plan_prw(preset: Preset, seed: int, root: Path) -> _PrwPlan:
     return _PrwPlan(train, test, queries, box_variables, {p.key: p for s in scenes for p in s.people})
 
 
+def _crop_split(key: int, counts: tuple[int, int, int]) -> str:
+    """Split of the text-person identity ``key`` (1-based): train, then val, then test keys."""
+    n_train, n_val, _ = counts
+    return "train" if key <= n_train else "val" if key <= n_train + n_val else "test"
+
+
+def _crop_scene(
+    identity: Identity,
+    *,
+    name: str,
+    split: str,
+    size: tuple[int, int],
+    seed: int,
+    stream: int,
+    index: int,
+    image_path: Path,
+    domain: str = "standard",
+) -> _Scene:
+    """A one-person crop image (text-person layouts), seeded by ``(seed, stream, index)``.
+
+    Args:
+        identity: The person drawn.
+        name: The image's name in its annotation file.
+        split: ``train``, ``val`` or ``test``.
+        size: ``(width, height)`` in pixels.
+        seed: The dataset seed.
+        stream: The layout's seed stream (``_PEDES``, ``_UFINE``, ...).
+        index: The image's position in its stream.
+        image_path: Where the image is written.
+        domain: Rendering domain (``scenes.DOMAINS``).
+    """
+    width, height = size
+    return _Scene(
+        name=name,
+        split=split,
+        width=width,
+        height=height,
+        people=[identity],
+        pids=[identity.key],
+        seed=_seed(seed, stream, index),
+        background_seed=_seed(seed, stream, index, 1),
+        image_path=image_path,
+        domain=domain,
+    )
+
+
 def _plan_pedes(preset: Preset, seed: int, root: Path) -> tuple[list[_Scene], list[PedesTruth]]:
     rng = np.random.default_rng([seed, _PEDES])
-    n_train, n_val, n_test = preset.pedes_ids
-    identities = sample_identities(rng, n_train + n_val + n_test, first_key=1)
+    identities = sample_identities(rng, sum(preset.pedes_ids), first_key=1)
     scenes, entries = [], []
     lo, hi = preset.pedes_images_per_id
     for identity in identities:
         k = identity.key
-        split = "train" if k <= n_train else "val" if k <= n_train + n_val else "test"
+        split = _crop_split(k, preset.pedes_ids)
         captions = tuple(describe_identity(identity))
         for j in range(int(rng.integers(lo, hi + 1))):
             height = int(rng.integers(128, min(256, preset.max_side) + 1))
             width = int(round(height * rng.uniform(0.36, 0.48)))
             file_path = f"synth/p{k:05d}_{j}.jpg"
-            index = len(scenes)
             scenes.append(
-                _Scene(
+                _crop_scene(
+                    identity,
                     name=file_path,
                     split=split,
-                    width=width,
-                    height=height,
-                    people=[identity],
-                    pids=[k],
-                    seed=_seed(seed, _PEDES, index),
-                    background_seed=_seed(seed, _PEDES, index, 1),
+                    size=(width, height),
+                    seed=seed,
+                    stream=_PEDES,
+                    index=len(scenes),
                     image_path=root / "imgs" / file_path,
                 )
             )
@@ -540,28 +583,24 @@ def _plan_ufine(preset: Preset, seed: int, root: Path, root_3c: Path) -> _UFineP
     rng = np.random.default_rng([seed, _UFINE])
     # Captions draw from their own stream, so rewording never moves an image.
     text_rng = np.random.default_rng([seed, _UFINE, 1])
-    n_train, n_val, n_test = preset.pedes_ids
-    identities = sample_identities(rng, n_train + n_val + n_test, first_key=1)
+    identities = sample_identities(rng, sum(preset.pedes_ids), first_key=1)
     lo, hi = preset.pedes_images_per_id
     scenes: list[_Scene] = []
     entries: list[UFineTruth] = []
     for identity in identities:
         k = identity.key
-        split = "train" if k <= n_train else "val" if k <= n_train + n_val else "test"
+        split = _crop_split(k, preset.pedes_ids)
         for j in range(int(rng.integers(lo, hi + 1))):
-            width, height = _crop_size(rng, preset.max_side)
             file_path = f"images/p{k:05d}_{j}.jpg"
-            index = len(scenes)
             scenes.append(
-                _Scene(
+                _crop_scene(
+                    identity,
                     name=file_path,
                     split=split,
-                    width=width,
-                    height=height,
-                    people=[identity],
-                    pids=[k],
-                    seed=_seed(seed, _UFINE, index),
-                    background_seed=_seed(seed, _UFINE, index, 1),
+                    size=_crop_size(rng, preset.max_side),
+                    seed=seed,
+                    stream=_UFINE,
+                    index=len(scenes),
                     image_path=root / file_path,
                 )
             )
@@ -580,18 +619,15 @@ def _plan_ufine(preset: Preset, seed: int, root: Path, root_3c: Path) -> _UFineP
             file_path = f"images/{source}/{Path(entry.file_path).name}"
             if source == "cross_domain":
                 # New renders of the same person under another domain, described as in training.
-                width, height = _crop_size(rng_3c, preset.max_side)
-                index = len(shifted)
                 scenes.append(
-                    _Scene(
+                    _crop_scene(
+                        identity,
                         name=file_path,
                         split="test",
-                        width=width,
-                        height=height,
-                        people=[identity],
-                        pids=[identity.key],
-                        seed=_seed(seed, _UFINE3C, index),
-                        background_seed=_seed(seed, _UFINE3C, index, 1),
+                        size=_crop_size(rng_3c, preset.max_side),
+                        seed=seed,
+                        stream=_UFINE3C,
+                        index=len(shifted),
                         image_path=root_3c / file_path,
                         domain="shifted",
                     )
