@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from personsearch_train.errors import ConfigError
 from personsearch_train.losses.hard_negative_matching import MatchingHead, hard_negative_matching_loss
 from personsearch_train.losses.similarity_distribution import similarity_distribution_matching
 from personsearch_train.methods.base import MethodLosses, TrainingData
-from personsearch_train.methods.irra import IRRALosses, build_irra_losses
+from personsearch_train.methods.irra import IRRAArgs, IRRALosses, build_irra_losses
 from personsearch_train.methods.registry import register_method
 from personsearch_train.methods.text_retrieval import TextRetrievalMethod
 from personsearch_train.text.granularity_decoder import concatenated_parts
@@ -54,18 +53,13 @@ __all__ = ["CFAM", "CFAMArgs", "CFAMLosses"]
 
 
 @dataclass(frozen=True)
-class CFAMArgs:
-    """Settings of ``cfam`` (``method_args`` in a recipe).
+class CFAMArgs(IRRAArgs):
+    """Settings of ``cfam`` (``method_args`` in a recipe): IRRA's (:class:`IRRAArgs`) plus its own.
+
+    The IRRA settings apply to the global embeddings, as there; MLM is off by default.
 
     Attributes:
-        temperature: Softmax temperature of every similarity-distribution term (0.02).
-        sdm_weight: Weight of SDM on the global embeddings.
-        id_weight: Weight of the shared-classifier ID loss.
-        itc_weight: Weight of ITC on the global embeddings (off).
         mlm_weight: Weight of the MLM loss (0: no cross-modal MLM module).
-        mlm_probability: Share of real tokens masked for MLM.
-        mlm_depth: Layers of the MLM cross-modal module.
-        mlm_heads: Its attention heads.
         coarse_weight: Weight of SDM on the coarse-query embeddings.
         fine_weight: Weight of SDM on the fine (per-query) similarity.
         matching_weight: Weight of the hard-negative matching loss (0 disables it).
@@ -73,45 +67,15 @@ class CFAMArgs:
         matching_heads: Its attention heads.
         sample_negatives: Draw hard negatives by softmax over the negatives' similarity
             (ALBEF); False takes the single hardest.
-        augment: Flip, pad-and-crop and random erasing of the training crops.
-        new_module_lr_factor: Learning-rate factor of modules initialised here.
-        bias_lr_factor: Learning-rate factor of biases.
-        bias_weight_decay: Weight decay of biases.
     """
 
-    temperature: float = 0.02
-    sdm_weight: float = 1.0
-    id_weight: float = 1.0
-    itc_weight: float = 0.0
     mlm_weight: float = 0.0
-    mlm_probability: float = 0.15
-    mlm_depth: int = 4
-    mlm_heads: int = 8
     coarse_weight: float = 1.0
     fine_weight: float = 1.0
     matching_weight: float = 1.0
     matching_depth: int = 1
     matching_heads: int = 8
     sample_negatives: bool = True
-    augment: bool = True
-    new_module_lr_factor: float = 5.0
-    bias_lr_factor: float = 2.0
-    bias_weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"method_args.temperature must be positive, got {self.temperature}")
-        for name in (
-            "sdm_weight",
-            "id_weight",
-            "itc_weight",
-            "mlm_weight",
-            "coarse_weight",
-            "fine_weight",
-            "matching_weight",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"method_args.{name} must be >= 0, got {getattr(self, name)}")
 
 
 class CFAMLosses(MethodLosses):

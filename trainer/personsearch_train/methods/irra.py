@@ -25,7 +25,7 @@ BERT vocabularies, a real token in CLIP's).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -85,7 +85,8 @@ class IRRAArgs:
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ConfigError(f"method_args.temperature must be positive, got {self.temperature}")
-        for name in ("sdm_weight", "id_weight", "itc_weight", "mlm_weight"):
+        # Every loss weight, this class's and a subclass's (CFAM adds its own).
+        for name in (f.name for f in fields(self) if f.name.endswith("_weight")):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method_args.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.mlm_probability < 1:
