@@ -199,12 +199,7 @@ def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
             (only ``--checkpoint`` evaluates those, through :func:`run`).
     """
     if _is_text_dataset(args.dataset):
-        # Every source but --checkpoint (a predictions file, the exporter's bundle) holds
-        # person-search predictions.
-        raise TrainerError(
-            f"--dataset {args.dataset} is a text-to-image dataset; it is evaluated from a --checkpoint of a "
-            "text-retrieval model only (predictions files and bundles hold person-search predictions)"
-        )
+        _refuse_prediction_source(args.dataset)
     options = EvalOptions(
         dataset=args.dataset,
         gallery_size=args.gallery_size,
@@ -405,6 +400,18 @@ def _check_person_search_model(model: nn.Module, metadata: dict, checkpoint: Pat
     )
 
 
+def _refuse_prediction_source(dataset: str) -> None:
+    """Refuse a predictions file or bundle for a text dataset: both hold person-search predictions.
+
+    Raises:
+        TrainerError: Always, naming the dataset and the one source that works.
+    """
+    raise TrainerError(
+        f"--dataset {dataset} is a text-to-image dataset; it is evaluated from a --checkpoint of a "
+        "text-retrieval model only (predictions files and bundles hold person-search predictions)"
+    )
+
+
 def _check_text_options(args: argparse.Namespace) -> None:
     """Refuse what a text dataset cannot use, before any file is read.
 
@@ -415,10 +422,7 @@ def _check_text_options(args: argparse.Namespace) -> None:
     """
     dataset = args.dataset
     if getattr(args, "predictions", None) is not None or getattr(args, "bundle", None) is not None:
-        raise TrainerError(
-            f"--dataset {dataset} is a text-to-image dataset; it is evaluated from a --checkpoint of a "
-            "text-retrieval model only (predictions files and bundles hold person-search predictions)"
-        )
+        _refuse_prediction_source(dataset)
     given = set(getattr(args, "explicit_options", ()))
     refused = [
         option

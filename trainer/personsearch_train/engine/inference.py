@@ -20,7 +20,7 @@ from personsearch_train.data.torch_dataset import read_image
 from personsearch_train.evaluation.predictions import SearchPredictions
 from personsearch_train.evaluation.split_prediction import ImageDetections, predict_search_split
 
-__all__ = ["predict_split", "predictions_from_checkpoint"]
+__all__ = ["predict_split"]
 
 
 class _TorchSplitPredictor:
@@ -121,44 +121,3 @@ def predict_split(
         )
     finally:
         model.train(was_training)
-
-
-def predictions_from_checkpoint(
-    checkpoint: str | Path,
-    split: PersonSearchSplit,
-    *,
-    device: str = "auto",
-    batch_size: int = 2,
-    query_context: bool = False,
-    ground_truth_boxes: bool = False,
-    progress: bool = True,
-) -> SearchPredictions:
-    """Load a checkpoint (run folder or file) and predict on a test split.
-
-    Args:
-        checkpoint: Run folder (its ``best``, else ``latest``) or a checkpoint file.
-        split: The test split.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        batch_size: Images per forward pass.
-        query_context: Also record the CBGM query context.
-        ground_truth_boxes: Embed the annotated gallery boxes instead of detecting
-            (see :func:`predict_split`).
-        progress: Show progress bars.
-
-    Returns:
-        The checkpoint model's predictions for ``split``.
-    """
-    from personsearch_train.engine.checkpoint import load_model_from_checkpoint
-    from personsearch_train.engine.distributed import select_device
-
-    model, _ = load_model_from_checkpoint(checkpoint)
-    target = select_device(device)
-    return predict_split(
-        model.to(target),
-        split,
-        device=target,
-        batch_size=batch_size,
-        query_context=query_context,
-        ground_truth_boxes=ground_truth_boxes,
-        progress=progress,
-    )
