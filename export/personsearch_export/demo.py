@@ -1,9 +1,11 @@
 """``personsearch demo``: the whole SDK on synthetic data, end to end.
 
 synthetic data -> colour-histogram baseline -> train (instant recipe) -> evaluate ->
-score the shipped model on both formats -> export it to an ONNX bundle -> index the
-PRW-format frames with the runtime -> query by a person's box in a frame -> a picture
-of the ranked hits, checked against the synthetic ground truth, and a table of metrics.
+score the shipped model on both formats -> train the instant text model -> export both
+to one ONNX bundle -> index the PRW-format frames with the runtime -> query by a
+person's box in a frame -> a picture of the ranked hits, checked against the synthetic
+ground truth -> query the same frames by a sentence describing the first query person
+-> a table of metrics.
 
 Two models take part, and the demo says which does what:
 
@@ -13,7 +15,12 @@ Two models take part, and the demo says which does what:
 * the **shipped** model (``pretrained:seqnet_small_synthetic``, trained for 45 minutes
   by the committed ``synthetic_small`` recipe, see ``trainer/pretrained/``) is scored on
   both formats, exported, and does the indexing and the query, so the hits picture
-  shows what a trained model does.
+  shows what a trained model does;
+* the **instant text model** (``irra_instant``: MiniLM text tower, small image tower
+  trained from scratch for 24 steps on the synthetic UFine6926 captions) is exported
+  into the same bundle as the text and crop encoders, so the gallery also stores a
+  cross-modal embedding of every person and a sentence can search it. 24 steps teach it
+  little; the step shows the path, and who the hits are is printed without a check.
 
 The demo is a script of ordinary ``personsearch`` subcommands run in-process through
 the command-line front door, so it exercises exactly what a user types and imports
@@ -149,6 +156,8 @@ def demo_steps(out: Path, preset: str, seed: int) -> list[DemoStep]:
         )
 
     run_dir = out / "instant"
+    text_run = out / "text_instant"
+    sentence_dir = out / "sentence_query"
     shipped = out / "shipped"
     bundle = out / "bundle"
     gallery = out / "gallery"
@@ -179,8 +188,21 @@ def demo_steps(out: Path, preset: str, seed: int) -> list[DemoStep]:
         )
     steps += [
         DemoStep(
-            "export the shipped model to an ONNX bundle (with measured parity)",
-            ("export", "--checkpoint", SHIPPED_MODEL, "--out", str(bundle)),
+            "train the instant text model (IRRA-style, MiniLM text tower) on the synthetic captions",
+            ("train", "--recipe", "irra_instant", "--data-root", str(data), "--out", str(text_run)),
+            text_run / "best.safetensors",
+        ),
+        DemoStep(
+            "export the shipped model and the text model to one ONNX bundle (with measured parity)",
+            (
+                "export",
+                "--checkpoint",
+                SHIPPED_MODEL,
+                "--text-checkpoint",
+                str(text_run),
+                "--out",
+                str(bundle),
+            ),
             bundle / "manifest.json",
         ),
         DemoStep(
@@ -202,8 +224,59 @@ def demo_steps(out: Path, preset: str, seed: int) -> list[DemoStep]:
             query_dir / "check.json",
             action=lambda: check_top_hit(data / "PRW", query_dir),
         ),
+        DemoStep(
+            "search the same frames by a sentence describing the first query person",
+            (),
+            sentence_dir / "who.json",
+            action=lambda: _query_by_sentence(data / "PRW", bundle, gallery, sentence_dir),
+        ),
     ]
     return steps
+
+
+def _first_query_sentence(prw_root: Path) -> str:
+    """The first sentence the synthetic ``PRW-TBPS_test.json`` gives the first query person."""
+    _, pid, _ = _first_query(prw_root)
+    entries = json.loads((prw_root / "PRW-TBPS_test.json").read_text())
+    for entry in entries:
+        if int(str(entry["id"]).lstrip("p")) == pid:
+            text = entry.get("desrciption", entry.get("description"))
+            return text if isinstance(text, str) else text[0]
+    raise DemoError(f"{prw_root / 'PRW-TBPS_test.json'} has no sentence for query person {pid}")
+
+
+def _query_by_sentence(prw_root: Path, bundle: Path, gallery: Path, out: Path) -> int:
+    """``personsearch query --text`` with the first query person's sentence; print who the hits are."""
+    from personsearch_runtime.atomic_files import atomic_write_bytes
+    from personsearch_runtime.cli import main as personsearch
+    from personsearch_train.data import load_prw
+
+    sentence = _first_query_sentence(prw_root)
+    argv = ["query", "--bundle", str(bundle), "--gallery", str(gallery), "--text", sentence, "--top-k", "10"]
+    argv += ["--out", str(out)]
+    print(
+        f"  $ personsearch {' '.join(argv[:6])} --text {json.dumps(sentence)} {' '.join(argv[8:])}",
+        flush=True,
+    )
+    code = personsearch(argv)
+    if code:
+        return code
+    _, pid, _ = _first_query(prw_root)
+    truth = {
+        r.name: r
+        for split in ("train", "test")
+        for r in load_prw(prw_root, split, integer_boxes=False).images
+    }
+    hits = json.loads((out / "hits.json").read_text())["hits"]
+    who = []
+    for hit in hits:
+        record = truth.get(Path(hit["source"]).name)
+        who.append(None if record is None else _hit_identity(record.boxes, record.pids, hit["box"]))
+    ranks = [rank for rank, person in enumerate(who, 1) if person == pid]
+    print(f"  person {pid}'s ranks among the top {len(hits)} sentence hits: {ranks or 'none'}")
+    result = {"sentence": sentence, "query_pid": pid, "hit_pids": who, "ranks_of_query_person": ranks}
+    atomic_write_bytes(out / "who.json", (json.dumps(result, indent=2) + "\n").encode())
+    return 0
 
 
 def _query_first_person(prw_root: Path, bundle: Path, gallery: Path, query_dir: Path) -> int:

@@ -614,11 +614,23 @@ def _walk(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
                     yield from _walk(sub)
 
 
+#: (op, input position) uses of an int64 graph input that TensorRT 10+ runs in int64 as
+#: given: token ids as Gather indices, a mask cast to float, the input's own shape.
+_INT64_SAFE_USES = frozenset({("Gather", 1), ("Cast", 0), ("Shape", 0)})
+
+
+def _int64_uses_are_safe(graph: onnx.GraphProto, name: str) -> bool:
+    uses = {(node.op_type, i) for node in graph.node for i, inp in enumerate(node.input) if inp == name}
+    return bool(uses) and uses <= _INT64_SAFE_USES
+
+
 def _check_io_types(ctx: _Context, model: onnx.ModelProto) -> None:
     graph = model.graph
     for vi in graph.input:
         elem = vi.type.tensor_type.elem_type
         name = _TYPE_NAMES.get(elem, TensorProto.DataType.Name(elem))
+        if elem == TensorProto.INT64 and _int64_uses_are_safe(graph, vi.name):
+            continue  # e.g. a text encoder's token ids and attention mask
         if elem == TensorProto.INT64:
             ctx.warn(
                 "int64-input",

@@ -12,7 +12,9 @@ Layout::
       backbone_rpn.onnx      optional, with box_head.onnx and reid_head.onnx (all three or none)
       box_head.onnx
       reid_head.onnx
-      text_encoder.onnx      optional (with a tokenizer file)
+      text_encoder.onnx      optional, with crop_encoder.onnx and the tokenizer file (all or none)
+      crop_encoder.onnx
+      tokenizer.json
       parity.json            written by the exporter; not read here
 
 Graph contracts (names are the *roles*; the tensor names are whatever the manifest lists,
@@ -79,6 +81,24 @@ Boxes are the refined stage-2 boxes, scores the stage-1 (``box_head``) scores un
 ``postprocessing.final_score`` says ``"reid_head"``, embeddings those of ``reid_head``. This
 must reproduce ``detector`` (tested on real exports).
 
+Text graphs (sentence search; both trained together as a dual encoder, so their
+embeddings share one space of width ``text.embedding_dim`` = E, other than the re-id D):
+
+``text_encoder``:
+    inputs:  input_ids      [B, L] int64 token ids from the bundle's tokenizer (``tokenizer``
+                            section: padded with ``pad_token_id`` to the longest sentence of
+                            the batch or to ``max_length``, truncated at ``max_length``);
+             attention_mask [B, L] int64, 1 on real tokens, 0 on padding.
+    outputs: embeddings     [B, E] float32, L2-normalised when ``text.normalized``.
+    ``L`` is a symbolic dimension whose ``dims`` range has ``max`` = ``tokenizer.max_length``
+    (the TensorRT profile for token length).
+``crop_encoder``:
+    inputs:  crops          [B, 3, Hc, Wc] float32 (float16 for an fp16 bundle), RGB in
+                            [0, 1]: each person cut from the original frame at its box
+                            (rounded to whole pixels, clipped) and resized bilinearly to
+                            ``text.crop_size`` = (Hc, Wc); normalisation is in the graph.
+    outputs: embeddings     [B, E] float32, the same space as ``text_encoder``'s.
+
 Conventions (DESIGN.md section 2): boxes xyxy float32 pixels; embeddings float32 [N, D];
 images RGB in [0, 1] before normalisation; normalisation happens once, either in the graph
 (``preprocessing.normalize_in_graph``) or by the runtime with ``mean``/``std``.
@@ -106,6 +126,7 @@ __all__ = [
     "MODEL_ROLES",
     "SCHEMA_VERSION",
     "SPLIT_ROLES",
+    "TEXT_ROLES",
     "BoxCoderSpec",
     "Bundle",
     "DimRange",
@@ -118,6 +139,7 @@ __all__ = [
     "RoIAlignSpec",
     "SplitSpec",
     "TensorSpec",
+    "TextSearchSpec",
     "TokenizerSpec",
     "file_sha256",
 ]
@@ -127,9 +149,20 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "personsearch-bundle"
 BOX_CONVENTION = "xyxy_pixels"
 #: Roles in the order they are listed; the first two are required.
-MODEL_ROLES = ("detector", "query_encoder", "backbone_rpn", "box_head", "reid_head", "text_encoder")
+MODEL_ROLES = (
+    "detector",
+    "query_encoder",
+    "backbone_rpn",
+    "box_head",
+    "reid_head",
+    "text_encoder",
+    "crop_encoder",
+)
 REQUIRED_ROLES = ("detector", "query_encoder")
 SPLIT_ROLES = ("backbone_rpn", "box_head", "reid_head")
+#: The sentence-search graphs: present together, with ``tokenizer`` and ``text``, or not at all.
+TEXT_ROLES = ("text_encoder", "crop_encoder")
+PADDING_MODES = ("longest", "max_length")
 #: ONNX element types a manifest may name (numpy spelling).
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -143,6 +176,7 @@ ROLE_ARITY: dict[str, tuple[tuple[int, ...], int]] = {
     "box_head": ((1,), 2),
     "reid_head": ((1,), 3),
     "text_encoder": ((2,), 1),
+    "crop_encoder": ((1,), 1),
 }
 
 
@@ -642,15 +676,27 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    """The text encoder's tokenizer.
+    """How sentences become the text encoder's inputs.
 
     Attributes:
-        file: Tokenizer file inside the bundle (Hugging Face ``tokenizer.json``).
-        max_length: Token sequence length the text encoder takes.
+        file: Tokenizer file inside the bundle (Hugging Face ``tokenizer.json``, read with
+            the ``tokenizers`` package; it holds normalisation, pre-tokenisation, the
+            vocabulary and the special tokens the model was trained with).
+        max_length: Longest token sequence the text encoder takes, special tokens
+            included; longer sentences are truncated at the end (``truncation``).
+        padding: ``"longest"``: pad a batch to its longest sentence (what the runtime
+            does; masked positions change nothing); ``"max_length"``: always pad to
+            ``max_length`` (what training did).
+        pad_token_id: Id written in padded positions (their attention mask is 0).
+        truncation: Always ``"right"``: the sentence's end is cut, the final special
+            token kept.
     """
 
     file: str
     max_length: int
+    padding: str = "longest"
+    pad_token_id: int = 0
+    truncation: str = "right"
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -660,10 +706,81 @@ class TokenizerSpec:
     def from_json(cls, obj: Any, path: str = "tokenizer") -> TokenizerSpec:
         """Parse and validate."""
         obj = _expect_mapping(obj, path)
-        _check_keys(obj, path, ("file", "max_length"))
+        _check_keys(obj, path, ("file", "max_length", "padding", "pad_token_id", "truncation"))
+        file = _get_str(obj, "file", path)
+        if not file or Path(file).is_absolute() or ".." in Path(file).parts:
+            raise _fail(f"{path}.file", f"must be a file name inside the bundle, got {file!r}")
         return cls(
-            file=_get_str(obj, "file", path),
-            max_length=_get_number(obj, "max_length", path, integer=True, low=1),
+            file=file,
+            max_length=_get_number(obj, "max_length", path, integer=True, low=2),
+            padding=_get_str(obj, "padding", path, PADDING_MODES),
+            pad_token_id=_get_number(obj, "pad_token_id", path, integer=True, low=0),
+            truncation=_get_str(obj, "truncation", path, ("right",)),
+        )
+
+
+@dataclass(frozen=True)
+class TextSearchSpec:
+    """The sentence-search embedding space (``text_encoder`` and ``crop_encoder``).
+
+    Attributes:
+        embedding_dim: E, the width of both graphs' embeddings.
+        normalized: True when both graphs L2-normalise their output.
+        crop_size: ``(height, width)`` the crop encoder takes.
+        interpolation: Always ``"bilinear"`` (OpenCV ``INTER_LINEAR``, as in training).
+        checkpoint_sha256: SHA-256 of the text checkpoint's weights; galleries record
+            it beside the detector's, so crops embedded by one text model are never
+            searched with another's sentences.
+        model_name: Registered name of the dual encoder, e.g. ``"dual_encoder_small"``.
+        method: Training method of the text checkpoint (``irra``, ``cfam``, ...).
+    """
+
+    embedding_dim: int
+    crop_size: tuple[int, int]
+    checkpoint_sha256: str
+    model_name: str
+    method: str
+    normalized: bool = True
+    interpolation: str = "bilinear"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        out = dataclasses.asdict(self)
+        out["crop_size"] = list(self.crop_size)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, path: str = "text") -> TextSearchSpec:
+        """Parse and validate."""
+        obj = _expect_mapping(obj, path)
+        keys = (
+            "embedding_dim",
+            "crop_size",
+            "checkpoint_sha256",
+            "model_name",
+            "method",
+            "normalized",
+            "interpolation",
+        )
+        _check_keys(obj, path, keys)
+        size = obj["crop_size"]
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+        ):
+            raise _fail(f"{path}.crop_size", f"expected [height, width] in whole pixels >= 1, got {size!r}")
+        sha = _get_str(obj, "checkpoint_sha256", path)
+        if not sha:
+            raise _fail(f"{path}.checkpoint_sha256", "must not be empty")
+        return cls(
+            embedding_dim=_get_number(obj, "embedding_dim", path, integer=True, low=1),
+            crop_size=(int(size[0]), int(size[1])),
+            checkpoint_sha256=sha,
+            model_name=_get_str(obj, "model_name", path),
+            method=_get_str(obj, "method", path),
+            normalized=_get_bool(obj, "normalized", path),
+            interpolation=_get_str(obj, "interpolation", path, ("bilinear",)),
         )
 
 
@@ -711,7 +828,8 @@ class Manifest:
 
     Attributes:
         models: Role -> model; ``detector`` and ``query_encoder`` always, the three split
-            graphs together or not at all, ``text_encoder`` optionally.
+            graphs together or not at all, ``text_encoder`` and ``crop_encoder``
+            together or not at all.
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (of the graphs' float tensors).
         opset: ONNX opset of the default domain (>= 16 so RoIAlign keeps ``aligned``).
         preprocessing: Image to tensor.
@@ -719,7 +837,8 @@ class Manifest:
         embedding: Embedding length and normalisation.
         provenance: Checkpoint hash and versions.
         split: Parameters of the split path, present exactly when the split graphs are.
-        tokenizer: Present exactly when ``text_encoder`` is.
+        tokenizer: Present exactly when the text graphs are.
+        text: The text graphs' embedding space; present exactly when they are.
         box_convention: Always ``"xyxy_pixels"``.
         schema_version: Always ``SCHEMA_VERSION`` for manifests this code reads.
     """
@@ -733,6 +852,7 @@ class Manifest:
     provenance: Provenance
     split: SplitSpec | None = None
     tokenizer: TokenizerSpec | None = None
+    text: TextSearchSpec | None = None
     box_convention: str = BOX_CONVENTION
     schema_version: int = SCHEMA_VERSION
 
@@ -740,6 +860,11 @@ class Manifest:
     def has_split(self) -> bool:
         """True when the split graphs (GPU path) are in the bundle."""
         return self.split is not None
+
+    @property
+    def has_text(self) -> bool:
+        """True when the sentence-search graphs are in the bundle."""
+        return self.text is not None
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON object written to ``manifest.json``."""
@@ -754,6 +879,7 @@ class Manifest:
             "postprocessing": self.postprocessing.to_json(),
             "split": self.split.to_json() if self.split is not None else None,
             "tokenizer": self.tokenizer.to_json() if self.tokenizer is not None else None,
+            "text": self.text.to_json() if self.text is not None else None,
             "provenance": self.provenance.to_json(),
             "models": {role: self.models[role].to_json() for role in MODEL_ROLES if role in self.models},
         }
@@ -786,7 +912,7 @@ class Manifest:
             "provenance",
             "models",
         )
-        _check_keys(obj, "", top_keys, ("split", "tokenizer"))
+        _check_keys(obj, "", top_keys, ("split", "tokenizer", "text"))
         _get_str(obj, "format", "", (FORMAT_NAME,))
         precision = _get_str(obj, "precision", "", PRECISIONS)
         opset = _get_number(obj, "opset", "", integer=True, low=16)
@@ -812,9 +938,14 @@ class Manifest:
             )
         if not present_split and split_obj is not None:
             raise _fail("split", "given, but the bundle has no split graphs")
-        tok_obj = obj.get("tokenizer")
-        if ("text_encoder" in models) != (tok_obj is not None):
-            raise _fail("tokenizer", "must be given exactly when models.text_encoder is")
+        present_text = [r for r in TEXT_ROLES if r in models_obj]
+        if present_text and len(present_text) != len(TEXT_ROLES):
+            missing = [r for r in TEXT_ROLES if r not in models_obj]
+            raise _fail(f"models.{missing[0]}", "the text graphs come together: text_encoder, crop_encoder")
+        tok_obj, text_obj = obj.get("tokenizer"), obj.get("text")
+        for key, value in (("tokenizer", tok_obj), ("text", text_obj)):
+            if bool(present_text) != (value is not None):
+                raise _fail(key, "must be given exactly when models.text_encoder and models.crop_encoder are")
         manifest = cls(
             models=models,
             precision=precision,
@@ -825,6 +956,7 @@ class Manifest:
             provenance=Provenance.from_json(obj["provenance"]),
             split=SplitSpec.from_json(split_obj) if split_obj is not None else None,
             tokenizer=TokenizerSpec.from_json(tok_obj) if tok_obj is not None else None,
+            text=TextSearchSpec.from_json(text_obj) if text_obj is not None else None,
             box_convention=box_convention,
         )
         manifest._check_contracts()
@@ -883,6 +1015,34 @@ class Manifest:
         check("query_encoder", "inputs", 0, 4, floats, second=3)
         check("query_encoder", "inputs", 1, 2, ("float32",), last=4)
         check("query_encoder", "outputs", 0, 2, floats, last=d)
+        if self.text is not None:
+            e = self.text.embedding_dim
+            check("text_encoder", "inputs", 0, 2, ints)
+            check("text_encoder", "inputs", 1, 2, ints)
+            ids, mask = (t.shape for t in self.models["text_encoder"].inputs)
+            if ids != mask:
+                # The runtime builds both from one tokenisation: one shape, one set of symbols.
+                raise _fail(
+                    "models.text_encoder.inputs[1].shape",
+                    f"the attention mask must have the token ids' shape {list(ids)}, got {list(mask)}",
+                )
+            check("text_encoder", "outputs", 0, 2, floats, last=e)
+            check("crop_encoder", "inputs", 0, 4, floats, second=3)
+            check("crop_encoder", "outputs", 0, 2, floats, last=e)
+            crops = self.models["crop_encoder"].inputs[0].shape
+            if tuple(crops[2:]) != self.text.crop_size:
+                raise _fail(
+                    "models.crop_encoder.inputs[0].shape",
+                    f"crops must be {self.text.crop_size[0]}x{self.text.crop_size[1]} (text.crop_size), "
+                    f"got {list(crops)}",
+                )
+            tokens = self.models["text_encoder"].inputs[0].shape[1]
+            longest = tokens if isinstance(tokens, int) else self.models["text_encoder"].dim(tokens).max
+            if longest != self.tokenizer.max_length:
+                raise _fail(
+                    "models.text_encoder.inputs[0].shape",
+                    f"takes at most {longest} tokens but tokenizer.max_length is {self.tokenizer.max_length}",
+                )
         if self.has_split:
             check("backbone_rpn", "inputs", 0, 4, floats, second=3)
             check("backbone_rpn", "outputs", 0, 4, floats)

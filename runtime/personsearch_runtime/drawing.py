@@ -13,7 +13,7 @@ from personsearch_runtime.preprocess import InputError, as_bgr_image
 from personsearch_runtime.results import SearchHit
 from personsearch_runtime.sources import is_video
 
-__all__ = ["draw_hits", "load_frame"]
+__all__ = ["draw_hits", "load_frame", "sentence_card"]
 
 _GREEN = (40, 200, 40)
 _WHITE = (255, 255, 255)
@@ -59,22 +59,63 @@ def _tile(image: np.ndarray, height: int, label: str, box: Sequence[float] | Non
     return np.concatenate([bar, tile], axis=0)
 
 
+def sentence_card(sentences: Sequence[str], height: int, width: int | None = None) -> np.ndarray:
+    """A sentence query drawn as a picture tile: the words wrapped on a dark card.
+
+    OpenCV's Hershey fonts draw ASCII only; other characters are shown as ``?``.
+
+    Args:
+        sentences: The query sentences (one person).
+        height: Card height in pixels.
+        width: Card width (default ``1.2 * height``).
+
+    Returns:
+        [height, width, 3] uint8 BGR.
+    """
+    import cv2
+
+    width = width or int(1.2 * height)
+    card = np.full((height, width, 3), 40, np.uint8)
+    scale, step = 0.45, 18
+    lines: list[str] = []
+    for sentence in sentences:
+        words = sentence.encode("ascii", "replace").decode("ascii").split()
+        line = ""
+        for word in words:
+            candidate = f"{line} {word}".strip()
+            if cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width - 12 and line:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+        lines.append("")
+    fits = max(1, (height - 8) // step)
+    if len(lines) > fits:
+        lines = lines[: fits - 1] + ["..."]
+    for i, line in enumerate(lines[:fits]):
+        cv2.putText(card, line, (6, 18 + i * step), cv2.FONT_HERSHEY_SIMPLEX, scale, _WHITE, 1, cv2.LINE_AA)
+    return card
+
+
 def draw_hits(
-    query: np.ndarray,
+    query: np.ndarray | None,
     hits: Sequence[SearchHit],
     out_path: str | os.PathLike[str],
     *,
     query_box: Sequence[float] | None = None,
     tile_height: int = 256,
+    sentences: Sequence[str] = (),
 ) -> Path:
     """Write one picture: the query, then each hit's frame with its box and rank.
 
     Args:
-        query: [H, W, 3] uint8 BGR query crop or frame.
+        query: [H, W, 3] uint8 BGR query crop or frame; None for a sentence-only query.
         hits: Ranked hits (all are drawn in one row: pass the best few).
         out_path: Image file to write (extension picks the format, e.g. ``.jpg``).
         query_box: Box to draw on the query (for queries by box in a frame).
         tile_height: Height of each tile in pixels (16 to 4096).
+        sentences: Query sentences, drawn on a card after the query image.
 
     Returns:
         The written path.
@@ -85,10 +126,15 @@ def draw_hits(
     """
     import cv2
 
-    query = as_bgr_image(query, "query")
     if isinstance(tile_height, bool) or not isinstance(tile_height, int) or not 16 <= tile_height <= 4096:
         raise InputError(f"tile_height must be a whole number from 16 to 4096, got {tile_height!r}")
-    tiles = [_tile(query, tile_height, "query", query_box)]
+    if query is None and not sentences:
+        raise InputError("draw_hits needs a query image, query sentences or both")
+    tiles = []
+    if query is not None:
+        tiles.append(_tile(as_bgr_image(query, "query"), tile_height, "query", query_box))
+    if sentences:
+        tiles.append(_tile(sentence_card(sentences, tile_height), tile_height, "query text", None))
     for hit in hits:
         frame = load_frame(hit.source, hit.frame_index)
         if frame is None:

@@ -78,7 +78,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +89,19 @@ from personsearch_runtime.errors import GalleryError
 from personsearch_runtime.results import Detections, SearchHit
 from personsearch_runtime.sources import SourceFingerprint, compare_fingerprint, is_video
 
-__all__ = ["GALLERY_SCHEMA_VERSION", "GalleryIndex", "GalleryInfo"]
+__all__ = ["GALLERY_SCHEMA_VERSION", "SPACES", "GalleryIndex", "GalleryInfo"]
 
 _LOG = logging.getLogger(__name__)
 
-GALLERY_SCHEMA_VERSION = 2
+GALLERY_SCHEMA_VERSION = 3
 #: Schemas this runtime opens (older ones are migrated by a writer).
-_READABLE_SCHEMAS = (1, 2)
+_READABLE_SCHEMAS = (1, 2, 3)
 DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.npz"
+TEXT_INDEX_NAME = "index_text.npz"
+#: The embedding spaces a gallery can search: the detector's re-id embeddings (image
+#: queries) and the crop encoder's cross-modal ones (sentence queries).
+SPACES = ("reid", "text")
 LOCK_NAME = "gallery.lock"
 #: ``gallery.sqlite`` while it is being created; SQLite may add a ``-journal`` beside it.
 CREATING_NAME = f".{DB_NAME}.creating"
@@ -134,7 +138,8 @@ CREATE TABLE IF NOT EXISTS detections (
     frame_id INTEGER NOT NULL REFERENCES frames(id) ON DELETE CASCADE,
     x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
     score REAL NOT NULL,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    text_embedding BLOB
 );
 CREATE INDEX IF NOT EXISTS frames_by_source ON frames(source_id);
 CREATE INDEX IF NOT EXISTS detections_by_frame ON detections(frame_id);
@@ -158,6 +163,9 @@ class GalleryInfo:
         created_at: ISO-8601 UTC creation time.
         every_nth_frame: Video frame stride of its index runs (None before the first run).
         schema_version: Version of the gallery's database layout.
+        text_embedding_dim: E of the stored sentence-search embeddings; None when the
+            gallery has none (indexed with a bundle without the text encoder).
+        text_model_hash: Checkpoint hash of the text model that made them ("" when none).
     """
 
     path: str
@@ -172,6 +180,8 @@ class GalleryInfo:
     created_at: str
     every_nth_frame: int | None = None
     schema_version: int = GALLERY_SCHEMA_VERSION
+    text_embedding_dim: int | None = None
+    text_model_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -339,6 +349,51 @@ def _read_pid(descriptor: int) -> str:
     return text if text.isdigit() else "unknown"
 
 
+@dataclass
+class _SearchSpace:
+    """One embedding space of a gallery and its in-memory search index.
+
+    Attributes:
+        name: ``"reid"`` or ``"text"``.
+        column: The ``detections`` column holding the space's float32 blobs.
+        dim: Embedding width.
+        cache_name: File name of the space's index cache.
+        index: faiss index or [N, dim] float32 matrix (numpy kind); None until built.
+        ids: [N] int64 detection ids, in index order.
+        covered: Largest detection id in the index.
+        generation: Delete generation the index was built for.
+        cache_warned: A damaged cache was already reported once.
+        gpu_index: Copy of ``index`` on the GPU, or None.
+        gpu_covered: (generation, covered) the GPU copy was made at.
+    """
+
+    name: str
+    column: str
+    dim: int
+    cache_name: str
+    index: Any = None
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    covered: int = 0
+    generation: int = -1
+    cache_warned: bool = False
+    gpu_index: Any = None
+    gpu_covered: tuple[int, int] | None = None
+
+
+def _hit(rank: int, similarity: float, ranking_score: float, row: dict[str, Any]) -> SearchHit:
+    return SearchHit(
+        rank=rank,
+        similarity=similarity,
+        ranking_score=ranking_score,
+        detection_id=row["id"],
+        source=row["source"],
+        frame_index=row["frame_index"],
+        timestamp=row["timestamp"],
+        box=row["box"],
+        score=row["score"],
+    )
+
+
 def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
@@ -403,19 +458,22 @@ class GalleryIndex:
                 with self._sql("opening"):
                     self._db.execute("PRAGMA journal_mode=WAL")
                     self._db.execute("PRAGMA synchronous=FULL")
-                if self._meta["schema_version"] == "1":
-                    self._migrate_from_v1()
+                if self._meta["schema_version"] != str(GALLERY_SCHEMA_VERSION):
+                    self._migrate()
                     self._meta["schema_version"] = str(GALLERY_SCHEMA_VERSION)
         except BaseException:
             self._db.close()
             self._release_writer()
             raise
-        self._index: Any = None  # faiss index, or [N, D] float32 matrix for numpy
-        self._ids = np.zeros(0, np.int64)
-        self._covered = 0  # largest detection id in the index
-        self._generation = -1
+        self._spaces: dict[str, _SearchSpace] = {
+            "reid": _SearchSpace("reid", "embedding", self.embedding_dim, INDEX_NAME)
+        }
+        if self.text_embedding_dim is not None:
+            self._spaces["text"] = _SearchSpace(
+                "text", "text_embedding", self.text_embedding_dim, TEXT_INDEX_NAME
+            )
+        self._gpu_resources: Any = None
         self._fingerprints: dict[str, SourceFingerprint] = {}  # current ones, per source path
-        self._cache_warned = False
         if self._writer is not None:
             self._remove_stale_index_temps()
 
@@ -461,6 +519,13 @@ class GalleryIndex:
             self.index_factory = meta["index_factory"]
             if self.embedding_dim < 1:
                 raise ValueError(f"embedding_dim {self.embedding_dim}")
+            text_dim = meta.get("text_embedding_dim")
+            self.text_embedding_dim: int | None = int(text_dim) if text_dim else None
+            self.text_model_hash: str = meta.get("text_model_hash", "")
+            if self.text_embedding_dim is not None and (
+                self.text_embedding_dim < 1 or not self.text_model_hash
+            ):
+                raise ValueError(f"text_embedding_dim {self.text_embedding_dim} without a text model hash")
         except (KeyError, ValueError) as exc:
             raise GalleryError(
                 f"{db} has damaged metadata ({type(exc).__name__}: {exc}); index the sources again "
@@ -469,12 +534,20 @@ class GalleryIndex:
         meta["schema_version"] = str(int(version))
         return meta
 
-    def _migrate_from_v1(self) -> None:
-        """Add the fingerprint column (empty: unknown) and mark the schema as 2."""
+    def _migrate(self) -> None:
+        """Bring an older database to this schema in one transaction.
+
+        Version 2 added ``sources.fingerprint`` (empty: unknown), version 3
+        ``detections.text_embedding`` (empty: the gallery has no text space until an
+        index run adds one).
+        """
         with self._sql("upgrading the database of"), self._db:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(sources)")}
             if "fingerprint" not in columns:
                 self._db.execute("ALTER TABLE sources ADD COLUMN fingerprint TEXT")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(detections)")}
+            if "text_embedding" not in columns:
+                self._db.execute("ALTER TABLE detections ADD COLUMN text_embedding BLOB")
             self._db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(GALLERY_SCHEMA_VERSION),)
             )
@@ -482,8 +555,9 @@ class GalleryIndex:
     def _remove_stale_index_temps(self) -> None:
         # atomic_files names its temporaries ".NAME.<hex>.tmp"; one left here is from a
         # writer killed while saving, and only the lock holder saves.
-        for leftover in self.path.glob(f".{INDEX_NAME}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+        for name in (INDEX_NAME, TEXT_INDEX_NAME):
+            for leftover in self.path.glob(f".{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
 
     @contextmanager
     def _sql(self, doing: str) -> Iterator[None]:
@@ -504,6 +578,8 @@ class GalleryIndex:
         bundle: str = "",
         model_name: str = "",
         index_factory: str = "Flat",
+        text_embedding_dim: int | None = None,
+        text_model_hash: str = "",
     ) -> GalleryIndex:
         """Create an empty gallery directory and open it for writing.
 
@@ -517,12 +593,19 @@ class GalleryIndex:
             bundle: Bundle path, recorded for ``info``.
             model_name: Model name, recorded for ``info``.
             index_factory: ``"Flat"``, ``"numpy"`` or a faiss factory string.
+            text_embedding_dim: E of the cross-modal crop embeddings stored beside the
+                re-id ones (a bundle with the text encoder); None for none.
+            text_model_hash: The text checkpoint's hash (required with ``text_embedding_dim``).
 
         Raises:
             GalleryError: The path is a file or a folder holding other things, another
                 writer is creating it, the folder cannot be written, or the factory
                 string is invalid.
         """
+        if text_embedding_dim is not None and (text_embedding_dim < 1 or not text_model_hash):
+            raise GalleryError(
+                "a gallery with text embeddings needs text_embedding_dim >= 1 and text_model_hash"
+            )
         path = Path(path)
         _check_not_a_file(path)
         if (path / DB_NAME).exists():
@@ -559,6 +642,9 @@ class GalleryIndex:
                 "generation": "0",
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
+            if text_embedding_dim is not None:
+                meta["text_embedding_dim"] = str(int(text_embedding_dim))
+                meta["text_model_hash"] = text_model_hash
             _write_new_database(path, meta)
         finally:
             lock.release()
@@ -602,6 +688,7 @@ class GalleryIndex:
             if readonly or not create:
                 raise GalleryError(f"{path} is not a gallery; build one with 'personsearch index'")
             manifest = bundle.manifest
+            text = getattr(manifest, "text", None)
             gallery = cls.create(
                 path,
                 embedding_dim=manifest.embedding.dim,
@@ -609,6 +696,8 @@ class GalleryIndex:
                 bundle=str(Path(bundle.root).resolve()),
                 model_name=manifest.provenance.model_name,
                 index_factory=index_factory,
+                text_embedding_dim=text.embedding_dim if text is not None else None,
+                text_model_hash=text.checkpoint_sha256 if text is not None else "",
             )
         else:
             gallery = cls(path, readonly=readonly, use_gpu=use_gpu)
@@ -640,6 +729,167 @@ class GalleryIndex:
                 f"{bundle.model_hash[:12]}); "
                 "embeddings of different models cannot be compared - use the matching bundle or re-index"
             )
+
+    @property
+    def has_text(self) -> bool:
+        """True when every detection also has a cross-modal (sentence-search) embedding."""
+        return self.text_embedding_dim is not None
+
+    def _no_text_message(self) -> str:
+        return (
+            f"gallery {self.path} has no text embeddings (it was indexed with a bundle without the text "
+            "encoder), so sentences cannot search it; add them with 'personsearch index --bundle BUNDLE "
+            f"--gallery {self.path} --add-text-embeddings' using a bundle exported with --text-checkpoint"
+        )
+
+    def check_text_bundle(self, bundle: Any, *, indexing: bool) -> None:
+        """Refuse a bundle whose text side does not fit this gallery's.
+
+        A writer about to index with a text bundle into an empty gallery without a text
+        space gives it one (records the text model); a non-empty one must be back-filled
+        first (``add_text_space``), so that no detection ever lacks its text embedding.
+
+        Args:
+            bundle: The ``Bundle``.
+            indexing: True for an index run (writes), False for a sentence search.
+
+        Raises:
+            GalleryError: Sentence search on a gallery or bundle without text embeddings;
+                a text model other than the gallery's; indexing a text gallery with a
+                bundle without the text encoder; or a text bundle on a filled gallery
+                without a text space.
+        """
+        text = getattr(bundle.manifest, "text", None)
+        if text is None:
+            if not indexing:
+                raise GalleryError(
+                    f"bundle {bundle.root} has no text encoder; export one with 'personsearch export "
+                    "--checkpoint DET_RUN --text-checkpoint T2I_RUN --out BUNDLE' to search by sentence"
+                )
+            if self.has_text:
+                raise GalleryError(
+                    f"gallery {self.path} stores a text embedding for every person, but bundle {bundle.root} "
+                    "has no text encoder; index with the bundle it was built with (exported with "
+                    "--text-checkpoint) or into a new gallery folder"
+                )
+            return
+        if self.has_text:
+            if (
+                text.checkpoint_sha256 != self.text_model_hash
+                or text.embedding_dim != self.text_embedding_dim
+            ):
+                raise GalleryError(
+                    f"gallery {self.path}'s text embeddings come from another text model (checkpoint "
+                    f"{self.text_model_hash[:12]}, {self.text_embedding_dim}-d) than bundle {bundle.root}'s "
+                    f"({text.checkpoint_sha256[:12]}, {text.embedding_dim}-d); sentences embedded by one "
+                    "text model cannot search another's crops - use the matching bundle or re-index"
+                )
+            return
+        if not indexing:
+            raise GalleryError(self._no_text_message())
+        if len(self):
+            raise GalleryError(self._no_text_message())
+        self._record_text_space(text.embedding_dim, text.checkpoint_sha256)
+
+    def _record_text_space(self, dim: int, model_hash: str) -> None:
+        with self._lock, self._sql("recording the text model of"), self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                (("text_embedding_dim", str(int(dim))), ("text_model_hash", model_hash)),
+            )
+        self._meta["text_embedding_dim"], self._meta["text_model_hash"] = str(int(dim)), model_hash
+        self.text_embedding_dim, self.text_model_hash = int(dim), model_hash
+        self._spaces["text"] = _SearchSpace("text", "text_embedding", int(dim), TEXT_INDEX_NAME)
+
+    def frames_missing_text(self) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+        """Frames whose detections have no text embedding yet, for back-filling.
+
+        Returns:
+            One ``(source, frame_index, detection ids [N] int64, boxes [N, 4] float32)``
+            per frame, in source and frame order.
+        """
+        with self._lock, self._sql("reading the detections of"):
+            rows = self._db.execute(
+                "SELECT s.path, f.frame_index, d.id, d.x1, d.y1, d.x2, d.y2 FROM detections d "
+                "JOIN frames f ON d.frame_id = f.id JOIN sources s ON f.source_id = s.id "
+                "WHERE d.text_embedding IS NULL ORDER BY s.path, f.frame_index, d.id"
+            ).fetchall()
+        frames: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            frames.setdefault((row[0], row[1]), []).append(row[2:])
+        return [
+            (
+                source,
+                frame_index,
+                np.array([r[0] for r in items], np.int64),
+                np.array([r[1:] for r in items], np.float32).reshape(-1, 4),
+            )
+            for (source, frame_index), items in frames.items()
+        ]
+
+    def add_text_space(self, bundle: Any, embeddings_for: Any, *, progress: Any = None) -> int:
+        """Give an indexed gallery its text space: every stored person gets a crop embedding.
+
+        Each frame's embeddings are committed in one transaction, so an interrupted
+        back-fill keeps what it wrote and a rerun continues with the frames still missing.
+        The gallery becomes searchable by sentence once every detection has one.
+
+        Args:
+            bundle: A ``Bundle`` with the text encoder (the model recorded from then on).
+            embeddings_for: ``(source, frame_index, boxes [N, 4] float32) -> [N, E]``
+                float32 unit embeddings (the searcher reads the frame and runs the crop
+                encoder).
+            progress: Called with the number of frames done after each frame, or None.
+
+        Returns:
+            The number of detections that got an embedding.
+
+        Raises:
+            GalleryError: Read-only gallery, a bundle without text graphs or with another
+                text model than the one already recorded, or bad embeddings.
+        """
+        if self.readonly:
+            raise GalleryError(f"gallery {self.path} is open read-only")
+        text = getattr(bundle.manifest, "text", None)
+        if text is None:
+            raise GalleryError(
+                f"bundle {bundle.root} has no text encoder; export it with --text-checkpoint to add text "
+                "embeddings"
+            )
+        pending = self._meta.get("text_backfill_hash")
+        if self.has_text:
+            self.check_text_bundle(bundle, indexing=True)
+        elif pending and pending != text.checkpoint_sha256:
+            raise GalleryError(
+                f"gallery {self.path} is being given text embeddings by another text model "
+                f"({pending[:12]}); finish with that bundle, or index into a new gallery"
+            )
+        else:
+            with self._lock, self._sql("recording the text model of"), self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('text_backfill_hash', ?)",
+                    (text.checkpoint_sha256,),
+                )
+            self._meta["text_backfill_hash"] = text.checkpoint_sha256
+        done = 0
+        for count, (source, frame_index, ids, boxes) in enumerate(self.frames_missing_text(), 1):
+            emb = np.ascontiguousarray(embeddings_for(source, frame_index, boxes), np.float32)
+            if emb.shape != (len(ids), text.embedding_dim) or not np.isfinite(emb).all():
+                raise GalleryError(
+                    f"text embeddings of {source} frame {frame_index} have shape {list(emb.shape)} or are "
+                    f"not finite; expected [{len(ids)}, {text.embedding_dim}] finite values"
+                )
+            with self._lock, self._sql("adding text embeddings to"), self._db:
+                self._db.executemany(
+                    "UPDATE detections SET text_embedding = ? WHERE id = ?",
+                    [(vector.tobytes(), int(i)) for vector, i in zip(emb, ids, strict=True)],
+                )
+            done += len(ids)
+            if progress is not None:
+                progress(count)
+        if not self.has_text:
+            self._record_text_space(text.embedding_dim, text.checkpoint_sha256)
+        return done
 
     def check_settings(self, *, every_nth_frame: int | None = None, index_factory: str | None = None) -> None:
         """Refuse an index run whose settings differ from the gallery's; record new ones.
@@ -757,7 +1007,7 @@ class GalleryIndex:
                 (source, "video" if is_video(source) else "image", current.to_text()),
             )
             self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-        self._index = None
+        self._invalidate_indexes()
         self.replaced_sources.append(source)
 
     def add(self, batch: Sequence[Detections], *, finished: Iterable[str] = ()) -> list[int]:
@@ -791,6 +1041,7 @@ class GalleryIndex:
                         f"embeddings of {det.source} frame {det.frame_index} are not finite (NaN or inf); "
                         "the model or its input is broken: check the bundle with 'personsearch verify'"
                     )
+                text_blobs = self._text_blobs(det)
                 kind = "image" if det.timestamp is None else "video"
                 self._insert_source(det.source, kind)
                 source_id = self._db.execute(
@@ -808,11 +1059,13 @@ class GalleryIndex:
                         "nothing of this batch was stored"
                     ) from None
                 frame_id = cur.lastrowid
-                for box, score, vector in zip(det.boxes.tolist(), det.scores.tolist(), emb, strict=True):
+                for box, score, vector, text_blob in zip(
+                    det.boxes.tolist(), det.scores.tolist(), emb, text_blobs, strict=True
+                ):
                     cur = self._db.execute(
-                        "INSERT INTO detections(frame_id, x1, y1, x2, y2, score, embedding) "
-                        "VALUES (?,?,?,?,?,?,?)",
-                        (frame_id, *box, score, vector.tobytes()),
+                        "INSERT INTO detections(frame_id, x1, y1, x2, y2, score, embedding, text_embedding) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (frame_id, *box, score, vector.tobytes(), text_blob),
                     )
                     ids.append(int(cur.lastrowid))
                 self._db.execute(
@@ -823,6 +1076,24 @@ class GalleryIndex:
                 self._insert_source(source, "image")
                 self._db.execute("UPDATE sources SET done = 1 WHERE path = ?", (source,))
         return ids
+
+    def _text_blobs(self, det: Detections) -> list[bytes | None]:
+        """The text embedding blob of each detection; all None for a gallery without a text space."""
+        text = getattr(det, "text_embeddings", None)
+        if not self.has_text:
+            return [None] * len(det)
+        if text is None:
+            raise GalleryError(
+                f"{det.source} frame {det.frame_index} has no text embeddings, but gallery {self.path} "
+                "stores one for every person; index with a bundle that has the text encoder"
+            )
+        text = np.ascontiguousarray(text, np.float32)
+        if text.shape != (len(det), self.text_embedding_dim) or not np.isfinite(text).all():
+            raise GalleryError(
+                f"text embeddings of {det.source} frame {det.frame_index} have shape {list(text.shape)} "
+                f"or are not finite; the gallery stores [{len(det)}, {self.text_embedding_dim}] finite values"
+            )
+        return [row.tobytes() for row in text]
 
     def _insert_source(self, source: str, kind: str) -> None:
         fingerprint = self._fingerprints.get(source)
@@ -861,7 +1132,7 @@ class GalleryIndex:
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
                 )
         self._fingerprints.pop(resolved, None)
-        self._index = None
+        self._invalidate_indexes()
         return int(count)
 
     def _has_source(self, source: str) -> bool:
@@ -890,70 +1161,97 @@ class GalleryIndex:
             created_at=self._meta.get("created_at", ""),
             every_nth_frame=int(stride) if stride.isdigit() else None,
             schema_version=int(self._meta["schema_version"]),
+            text_embedding_dim=self.text_embedding_dim,
+            text_model_hash=self.text_model_hash,
         )
 
     def __len__(self) -> int:
         with self._lock, self._sql("reading"):
             return int(self._db.execute("SELECT COUNT(*) FROM detections").fetchone()[0])
 
-    def embeddings(self, after_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Return (ids [N] int64, embeddings [N, D] float32) of detections with id > ``after_id``.
+    def embeddings(self, after_id: int = 0, *, space: str = "reid") -> tuple[np.ndarray, np.ndarray]:
+        """Return (ids [N] int64, embeddings [N, dim] float32) of detections with id > ``after_id``.
+
+        Args:
+            after_id: Only rows with a larger id.
+            space: ``"reid"`` (re-id embeddings, ``embedding_dim`` wide) or ``"text"``
+                (cross-modal crop embeddings, ``text_embedding_dim`` wide).
 
         Raises:
-            GalleryError: The database cannot be read or holds blobs of the wrong size.
+            GalleryError: The database cannot be read or holds blobs of the wrong size, or
+                the gallery has no such space.
         """
+        target = self._space(space)
         with self._lock, self._sql("reading the embeddings of"):
             rows = self._db.execute(
-                "SELECT id, embedding FROM detections WHERE id > ? ORDER BY id", (after_id,)
+                f"SELECT id, {target.column} FROM detections WHERE id > ? AND {target.column} IS NOT NULL "
+                "ORDER BY id",
+                (after_id,),
             ).fetchall()
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         blob = b"".join(r[1] for r in rows)
-        if len(blob) != len(rows) * self.embedding_dim * 4:
+        if len(blob) != len(rows) * target.dim * 4:
             raise GalleryError(
-                f"{self.path / DB_NAME} is damaged: its embedding blobs are not {self.embedding_dim} "
+                f"{self.path / DB_NAME} is damaged: its {space} embedding blobs are not {target.dim} "
                 "float32 values each; index the sources again into a new gallery folder"
             )
-        emb = np.frombuffer(blob, np.float32).reshape(len(rows), self.embedding_dim)
+        emb = np.frombuffer(blob, np.float32).reshape(len(rows), target.dim)
         return ids, emb
 
-    # ---- the search index ----------------------------------------------------------------------
+    # ---- the search indexes ----------------------------------------------------------------------
+
+    def _space(self, space: str) -> _SearchSpace:
+        """The search space ``space`` (``"reid"`` or ``"text"``), or a clear error."""
+        if space not in SPACES:
+            raise GalleryError(f"unknown search space {space!r}; use one of {', '.join(SPACES)}")
+        found = self._spaces.get(space)
+        if found is None:
+            raise GalleryError(self._no_text_message())
+        return found
 
     def _current_generation(self) -> int:
         with self._sql("reading"):
             return int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
     def refresh(self) -> None:
-        """Bring the search index up to date with the database (new rows, deletions)."""
+        """Bring the search indexes up to date with the database (new rows, deletions)."""
         with self._lock:
             generation = self._current_generation()
-            if self._index is None or generation != self._generation:
-                self._load_or_build(generation)
-            ids, emb = self.embeddings(self._covered)
-            if len(ids):
-                self._append(ids, emb)
+            for space in self._spaces.values():
+                if space.index is None or generation != space.generation:
+                    self._load_or_build(space, generation)
+                ids, emb = self.embeddings(space.covered, space=space.name)
+                if len(ids):
+                    self._append(space, ids, emb)
 
     def rebuild_index(self) -> None:
-        """Build the search index from the database alone, ignoring ``index.npz``.
+        """Build the search indexes from the database alone, ignoring the cached files.
 
-        ``save()`` afterwards replaces the file (``personsearch index --rebuild-index``).
+        ``save()`` afterwards replaces the files (``personsearch index --rebuild-index``).
         """
         with self._lock:
-            self._build(self._current_generation())
+            generation = self._current_generation()
+            for space in self._spaces.values():
+                self._build(space, generation)
 
-    def _load_or_build(self, generation: int) -> None:
-        if not self._load_cache(generation):
-            self._build(generation)
+    def _invalidate_indexes(self) -> None:
+        for space in self._spaces.values():
+            space.index = None
 
-    def _build(self, generation: int) -> None:
-        ids, emb = self.embeddings(0)
-        self._index = self._new_index(emb)
-        self._ids, self._covered, self._generation = np.zeros(0, np.int64), 0, generation
+    def _load_or_build(self, space: _SearchSpace, generation: int) -> None:
+        if not self._load_cache(space, generation):
+            self._build(space, generation)
+
+    def _build(self, space: _SearchSpace, generation: int) -> None:
+        ids, emb = self.embeddings(0, space=space.name)
+        space.index = self._new_index(space, emb)
+        space.ids, space.covered, space.generation = np.zeros(0, np.int64), 0, generation
         if len(ids):
-            self._append(ids, emb)
+            self._append(space, ids, emb)
 
-    def _load_cache(self, generation: int) -> bool:
-        """Load ``index.npz`` when it is current and intact; False to rebuild instead."""
-        cache = self.path / INDEX_NAME
+    def _load_cache(self, space: _SearchSpace, generation: int) -> bool:
+        """Load the space's cache file when it is current and intact; False to rebuild instead."""
+        cache = self.path / space.cache_name
         if not cache.exists():
             return False
         try:
@@ -967,10 +1265,10 @@ class GalleryIndex:
                 if meta.get("generation") != generation or meta.get("factory") != self.index_factory:
                     return False  # stale (rows deleted since, or another index kind)
                 ids, blob = data["ids"], data["index"]
-            problem = self._cache_problem(meta, digests, ids, blob)
+            problem = self._cache_problem(space, meta, digests, ids, blob)
             if problem is None:
                 index = self._deserialize(meta["kind"], blob)
-                problem = self._index_problem(index, len(ids))
+                problem = self._index_problem(space, index, len(ids))
         except GalleryError:
             raise  # the database, not the cache, failed
         except Exception as exc:  # noqa: BLE001 - any failure to read a cache means: rebuild it
@@ -978,7 +1276,7 @@ class GalleryIndex:
             # RuntimeError, ...) on damaged bytes; the index is rebuilt from SQLite whatever it was.
             problem = f"unreadable: {type(exc).__name__}: {str(exc).strip()[:200]}"
         if problem is not None:
-            if not self._cache_warned:
+            if not space.cache_warned:
                 then = (
                     "it is rewritten when this run saves"
                     if not self.readonly
@@ -992,14 +1290,19 @@ class GalleryIndex:
                     DB_NAME,
                     then,
                 )
-                self._cache_warned = True
+                space.cache_warned = True
             return False
-        self._index, self._ids = index, ids.astype(np.int64)
-        self._covered, self._generation = int(meta["covered"]), generation
+        space.index, space.ids = index, ids.astype(np.int64)
+        space.covered, space.generation = int(meta["covered"]), generation
         return True
 
     def _cache_problem(
-        self, meta: dict[str, Any], digests: dict[str, Any], ids: np.ndarray, blob: np.ndarray
+        self,
+        space: _SearchSpace,
+        meta: dict[str, Any],
+        digests: dict[str, Any],
+        ids: np.ndarray,
+        blob: np.ndarray,
     ) -> str | None:
         """What is wrong with a loaded cache's blobs, or None when they check out."""
         for name, array in (("ids", ids), ("index", blob)):
@@ -1014,7 +1317,7 @@ class GalleryIndex:
         if not isinstance(covered, int) or last != covered:
             return f"it claims to cover rows up to {covered!r} but its last id is {last}"
         with self._sql("reading"):
-            query = "SELECT COUNT(*) FROM detections WHERE id <= ?"
+            query = f"SELECT COUNT(*) FROM detections WHERE id <= ? AND {space.column} IS NOT NULL"
             in_db = self._db.execute(query, (covered,)).fetchone()[0]
         if in_db != len(ids):
             return f"it indexes {len(ids)} rows where {DB_NAME} holds {in_db} (a cache of another gallery?)"
@@ -1022,15 +1325,16 @@ class GalleryIndex:
             return f"unknown index kind {meta.get('kind')!r}"
         return None
 
-    def _index_problem(self, index: Any, count: int) -> str | None:
+    @staticmethod
+    def _index_problem(space: _SearchSpace, index: Any, count: int) -> str | None:
         if isinstance(index, np.ndarray):
-            if index.shape != (count, self.embedding_dim):
-                return f"its matrix is {list(index.shape)}, expected [{count}, {self.embedding_dim}]"
+            if index.shape != (count, space.dim):
+                return f"its matrix is {list(index.shape)}, expected [{count}, {space.dim}]"
             return None
-        if int(index.d) != self.embedding_dim or int(index.ntotal) != count:
+        if int(index.d) != space.dim or int(index.ntotal) != count:
             return (
                 f"its faiss index holds {index.ntotal} vectors of {index.d} dimensions, expected "
-                f"{count} of {self.embedding_dim}"
+                f"{count} of {space.dim}"
             )
         return None
 
@@ -1039,43 +1343,43 @@ class GalleryIndex:
             return "numpy"
         return "faiss"
 
-    def _new_index(self, training: np.ndarray) -> Any:
+    def _new_index(self, space: _SearchSpace, training: np.ndarray) -> Any:
         if self._kind() == "numpy":
-            return np.zeros((0, self.embedding_dim), np.float32)
+            return np.zeros((0, space.dim), np.float32)
         faiss = _faiss()
         if faiss is None:
             raise GalleryError(
                 f"index '{self.index_factory}' needs faiss: pip install \"personsearch[faiss]\""
             )
         factory = self.index_factory
-        index = faiss.index_factory(self.embedding_dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(space.dim, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
             needed = _TRAIN_PER_LIST * _nlist(factory)
             if len(training) < needed:
                 # Too few vectors to train the requested index: exact search until there are.
-                return faiss.IndexFlatIP(self.embedding_dim)
+                return faiss.IndexFlatIP(space.dim)
             index.train(np.ascontiguousarray(training, np.float32))
             _set_nprobe(faiss, index)
         return index
 
-    def _append(self, ids: np.ndarray, emb: np.ndarray) -> None:
-        if isinstance(self._index, np.ndarray):
-            self._index = np.concatenate([self._index, emb]) if len(self._index) else emb.copy()
+    def _append(self, space: _SearchSpace, ids: np.ndarray, emb: np.ndarray) -> None:
+        if isinstance(space.index, np.ndarray):
+            space.index = np.concatenate([space.index, emb]) if len(space.index) else emb.copy()
         else:
             faiss = _faiss()
             wanted_trained = self.index_factory not in ("Flat", "numpy")
-            if wanted_trained and isinstance(self._index, faiss.IndexFlatIP):
-                total = len(self._ids) + len(ids)
+            if wanted_trained and isinstance(space.index, faiss.IndexFlatIP):
+                total = len(space.ids) + len(ids)
                 if total >= _TRAIN_PER_LIST * _nlist(self.index_factory):
                     # Enough vectors now: train the requested index on everything and rebuild.
-                    all_ids, all_emb = self.embeddings(0)
-                    self._index = self._new_index(all_emb)
-                    self._index.add(np.ascontiguousarray(all_emb))
-                    self._ids, self._covered = all_ids, int(all_ids.max())
+                    all_ids, all_emb = self.embeddings(0, space=space.name)
+                    space.index = self._new_index(space, all_emb)
+                    space.index.add(np.ascontiguousarray(all_emb))
+                    space.ids, space.covered = all_ids, int(all_ids.max())
                     return
-            self._index.add(np.ascontiguousarray(emb, np.float32))
-        self._ids = np.concatenate([self._ids, ids])
-        self._covered = max(self._covered, int(ids.max()))
+            space.index.add(np.ascontiguousarray(emb, np.float32))
+        space.ids = np.concatenate([space.ids, ids])
+        space.covered = max(space.covered, int(ids.max()))
 
     def _deserialize(self, kind: str, blob: np.ndarray) -> Any:
         if kind == "numpy":
@@ -1090,13 +1394,14 @@ class GalleryIndex:
         return faiss.deserialize_index(blob)
 
     def save(self) -> Path:
-        """Write the search index cache atomically (temp file, fsync, rename), with its hashes.
+        """Write the search index caches atomically (temp file, fsync, rename), with their hashes.
 
         Returns:
-            The cache path.
+            The re-id index cache path (``index.npz``; the text index, when the gallery
+            has one, is ``index_text.npz`` beside it).
 
         Raises:
-            GalleryError: The gallery is open read-only, or the file cannot be written
+            GalleryError: The gallery is open read-only, or a file cannot be written
                 (disk full, read-only folder); the previous file is then left as it was.
         """
         if self.readonly:
@@ -1105,66 +1410,96 @@ class GalleryIndex:
                 "(open it with readonly=False)"
             )
         self.refresh()
+        written = self.path / INDEX_NAME
         with self._lock:
-            if isinstance(self._index, np.ndarray):
-                kind, blob = "numpy", np.ascontiguousarray(self._index, np.float32)
-            else:
-                kind, blob = "faiss", _faiss().serialize_index(self._index)
-            ids = np.ascontiguousarray(self._ids, np.int64)
-            meta = {
-                "generation": self._generation,
-                "covered": self._covered,
-                "factory": self.index_factory,
-                "kind": kind,
-                "sha256": {"ids": _sha256(ids), "index": _sha256(blob)},
-            }
-            buffer = io.BytesIO()
-            np.savez(buffer, ids=ids, index=blob, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-            try:
-                return atomic_write_bytes(self.path / INDEX_NAME, buffer.getbuffer(), sync_dir=True)
-            except OSError as exc:
-                raise _os_failure(exc, self.path, f"saving {self.path / INDEX_NAME}") from None
+            for space in self._spaces.values():
+                if isinstance(space.index, np.ndarray):
+                    kind, blob = "numpy", np.ascontiguousarray(space.index, np.float32)
+                else:
+                    kind, blob = "faiss", _faiss().serialize_index(space.index)
+                ids = np.ascontiguousarray(space.ids, np.int64)
+                meta = {
+                    "generation": space.generation,
+                    "covered": space.covered,
+                    "factory": self.index_factory,
+                    "kind": kind,
+                    "space": space.name,
+                    "sha256": {"ids": _sha256(ids), "index": _sha256(blob)},
+                }
+                buffer = io.BytesIO()
+                np.savez(buffer, ids=ids, index=blob, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+                target = self.path / space.cache_name
+                try:
+                    atomic_write_bytes(target, buffer.getbuffer(), sync_dir=True)
+                except OSError as exc:
+                    raise _os_failure(exc, self.path, f"saving {target}") from None
+        return written
 
     def search(
-        self, queries: np.ndarray, *, top_k: int = 10, score_weighted: bool = False
+        self, queries: np.ndarray, *, top_k: int = 10, score_weighted: bool = False, space: str = "reid"
     ) -> list[list[SearchHit]]:
         """Find the gallery detections most similar to each query.
 
         Args:
-            queries: [Q, D] float32 L2-normalised query embeddings (or [D]).
+            queries: [Q, D] float32 L2-normalised query embeddings (or [D]); D is the
+                space's width (``embedding_dim`` for ``"reid"``, ``text_embedding_dim``
+                for ``"text"``).
             top_k: Hits per query.
             score_weighted: Rank by ``similarity * detection score`` (confidence-weighted
                 similarity) instead of similarity; faiss first fetches ``max(4 * top_k, 100)``
                 candidates by similarity, then re-ranks them.
+            space: ``"reid"`` (image queries: the detector's re-id embeddings) or
+                ``"text"`` (sentence queries: the crop encoder's cross-modal embeddings).
 
         Returns:
             One list of hits per query, best first.
 
         Raises:
-            GalleryError: The gallery is empty, the queries are not finite or of the
-                wrong dimension, or ``top_k`` is not a whole number >= 1.
+            GalleryError: The gallery is empty or has no such space (a gallery indexed
+                without the text encoder has no ``"text"`` space; the message says how to
+                add it), the queries are not finite or of the wrong dimension, or
+                ``top_k`` is not a whole number >= 1.
         """
         if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
             raise GalleryError(f"top_k must be a whole number >= 1, got {top_k!r}")
+        target = self._space(space)
+        queries = self._check_queries(queries, target)
+        if not len(queries):
+            return []
+        fetch_at_least = max(4 * top_k, 100) if score_weighted else top_k
+        ids, cand_sims = self._candidates(target, queries, fetch_at_least)
+        rows = self._rows({int(i) for i in ids.ravel() if i >= 0})
+        results = []
+        for q_ids, q_sims in zip(ids, cand_sims, strict=True):
+            cands = [(float(s), rows[int(i)]) for i, s in zip(q_ids, q_sims, strict=True) if int(i) in rows]
+            key = (lambda c: c[0] * c[1]["score"]) if score_weighted else (lambda c: c[0])
+            cands.sort(key=lambda c: (-key(c), c[1]["id"]))
+            results.append([_hit(r + 1, s, key((s, row)), row) for r, (s, row) in enumerate(cands[:top_k])])
+        return results
+
+    def _check_queries(self, queries: np.ndarray, space: _SearchSpace) -> np.ndarray:
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.embedding_dim:
+        if queries.ndim != 2 or queries.shape[1] != space.dim:
             raise GalleryError(
-                f"query embeddings have shape {list(queries.shape)}; the gallery holds "
-                f"{self.embedding_dim}-d embeddings: give [Q, {self.embedding_dim}] or "
-                f"[{self.embedding_dim}]"
+                f"query embeddings have shape {list(queries.shape)}; the gallery's {space.name} space holds "
+                f"{space.dim}-d embeddings: give [Q, {space.dim}] or [{space.dim}]"
             )
         if not np.isfinite(queries).all():
             raise GalleryError("query embeddings are not finite (NaN or inf); check the query and the model")
-        if not len(queries):
-            return []
+        return queries
+
+    def _candidates(
+        self, space: _SearchSpace, queries: np.ndarray, fetch: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``fetch`` most similar rows per query: (detection ids [Q, F] int64, -1 = none; sims [Q, F])."""
         self.refresh()
         with self._lock:
-            n = len(self._ids)
+            n = len(space.ids)
             if n == 0:
                 raise GalleryError(f"gallery {self.path} is empty; index some images or videos first")
-            fetch = min(n, max(4 * top_k, 100) if score_weighted else top_k)
-            if isinstance(self._index, np.ndarray):
-                sims = queries @ self._index.T
+            fetch = min(n, fetch)
+            if isinstance(space.index, np.ndarray):
+                sims = queries @ space.index.T
                 part = (
                     np.argpartition(-sims, fetch - 1, axis=1)[:, :fetch]
                     if fetch < n
@@ -1173,33 +1508,92 @@ class GalleryIndex:
                 cand_sims = np.take_along_axis(sims, part, axis=1)
                 positions = part
             else:
-                index = self._search_index(fetch)
+                index = self._search_index(space, fetch)
                 cand_sims, positions = index.search(queries, fetch)
-            ids = np.where(positions >= 0, self._ids[np.clip(positions, 0, max(n - 1, 0))], -1)
-        rows = self._rows({int(i) for i in ids.ravel() if i >= 0})
-        results = []
-        for q_ids, q_sims in zip(ids, cand_sims, strict=True):
-            cands = [(float(s), rows[int(i)]) for i, s in zip(q_ids, q_sims, strict=True) if int(i) in rows]
-            key = (lambda c: c[0] * c[1]["score"]) if score_weighted else (lambda c: c[0])
-            cands.sort(key=lambda c: (-key(c), c[1]["id"]))
-            hits = [
-                SearchHit(
-                    rank=r + 1,
-                    similarity=s,
-                    ranking_score=key((s, row)),
-                    detection_id=row["id"],
-                    source=row["source"],
-                    frame_index=row["frame_index"],
-                    timestamp=row["timestamp"],
-                    box=row["box"],
-                    score=row["score"],
-                )
-                for r, (s, row) in enumerate(cands[:top_k])
-            ]
-            results.append(hits)
-        return results
+            ids = np.where(positions >= 0, space.ids[np.clip(positions, 0, max(n - 1, 0))], -1)
+        return ids, cand_sims
 
-    def _search_index(self, k: int) -> Any:
+    def search_fused(
+        self,
+        reid_query: np.ndarray,
+        text_query: np.ndarray,
+        *,
+        text_weight: float = 0.5,
+        top_k: int = 10,
+        candidates: int | None = None,
+    ) -> list[SearchHit]:
+        """Rank by a weighted sum of an image query's and a sentence query's similarities.
+
+        Fusion: ``fused = text_weight * cos_text + (1 - text_weight) * cos_reid``, each a
+        cosine in ``[-1, 1]`` of unit vectors in its own space. A weighted sum of the
+        two cosines (late fusion) needs no calibration data and keeps each modality's
+        ranking when the other's weight is 0. Candidates are the union of each space's
+        ``candidates`` nearest rows (default ``max(4 * top_k, 100)``); both cosines are
+        then computed exactly for every candidate from the stored embeddings, so a
+        person found by only one of the two queries is still scored by both.
+        ``SearchHit.similarity`` is the fused value.
+
+        Args:
+            reid_query: [D] (or [1, D]) float32 unit re-id embedding of the image query.
+            text_query: [E] (or [1, E]) float32 unit sentence embedding.
+            text_weight: Weight of the sentence in ``[0, 1]``.
+            top_k: Hits to return.
+            candidates: Rows fetched from each index before fusing.
+
+        Returns:
+            Up to ``top_k`` hits, best fused similarity first.
+
+        Raises:
+            GalleryError: No text space, bad queries, ``text_weight`` outside ``[0, 1]``.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            raise GalleryError(f"top_k must be a whole number >= 1, got {top_k!r}")
+        if not isinstance(text_weight, numbers.Real) or not 0.0 <= float(text_weight) <= 1.0:
+            raise GalleryError(f"text_weight must be a number in [0, 1], got {text_weight!r}")
+        reid, text = self._space("reid"), self._space("text")
+        reid_q = self._check_queries(reid_query, reid)[:1]
+        text_q = self._check_queries(text_query, text)[:1]
+        fetch = candidates if candidates is not None else max(4 * top_k, 100)
+        reid_ids, _ = self._candidates(reid, reid_q, fetch)
+        text_ids, _ = self._candidates(text, text_q, fetch)
+        ids = np.unique(np.concatenate([reid_ids.ravel(), text_ids.ravel()]))
+        ids = ids[ids >= 0]
+        reid_vectors = self.vectors(ids, space="reid")
+        text_vectors = self.vectors(ids, space="text")
+        w = float(text_weight)
+        fused = w * (text_vectors @ text_q[0]) + (1.0 - w) * (reid_vectors @ reid_q[0])
+        rows = self._rows({int(i) for i in ids})
+        order = sorted(range(len(ids)), key=lambda j: (-float(fused[j]), int(ids[j])))[:top_k]
+        return [
+            _hit(rank + 1, float(fused[j]), float(fused[j]), rows[int(ids[j])])
+            for rank, j in enumerate(order)
+        ]
+
+    def vectors(self, ids: np.ndarray, *, space: str = "reid") -> np.ndarray:
+        """The stored embeddings of detection ``ids`` ([N] int64) in ``space``: [N, dim] float32.
+
+        Raises:
+            GalleryError: An id that is not in the gallery, or no such space.
+        """
+        target = self._space(space)
+        id_list = [int(i) for i in np.asarray(ids).ravel()]
+        found: dict[int, bytes] = {}
+        with self._lock, self._sql("reading the embeddings of"):
+            for start in range(0, len(id_list), 500):
+                chunk = id_list[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    self._db.execute(
+                        f"SELECT id, {target.column} FROM detections WHERE id IN ({marks})", chunk
+                    ).fetchall()
+                )
+        missing = [i for i in id_list if found.get(i) is None]
+        if missing:
+            raise GalleryError(f"gallery {self.path} has no {space} embedding for detection {missing[0]}")
+        blob = b"".join(found[i] for i in id_list)
+        return np.frombuffer(blob, np.float32).reshape(len(id_list), target.dim)
+
+    def _search_index(self, space: _SearchSpace, k: int) -> Any:
         faiss = _faiss()
         if (
             self.use_gpu
@@ -1207,15 +1601,13 @@ class GalleryIndex:
             and hasattr(faiss, "StandardGpuResources")
             and faiss.get_num_gpus() > 0
         ):
-            if getattr(self, "_gpu_index", None) is None or self._gpu_covered != (
-                self._generation,
-                self._covered,
-            ):
-                self._gpu_res = faiss.StandardGpuResources()
-                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._index)
-                self._gpu_covered = (self._generation, self._covered)
-            return self._gpu_index
-        return self._index
+            if space.gpu_index is None or space.gpu_covered != (space.generation, space.covered):
+                if self._gpu_resources is None:
+                    self._gpu_resources = faiss.StandardGpuResources()
+                space.gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, space.index)
+                space.gpu_covered = (space.generation, space.covered)
+            return space.gpu_index
+        return space.index
 
     def _rows(self, ids: set[int]) -> dict[int, dict[str, Any]]:
         if not ids:

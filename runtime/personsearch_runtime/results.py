@@ -23,6 +23,9 @@ class Detections:
         boxes: [N, 4] float32 xyxy, pixels of the original frame.
         scores: [N] float32 person scores, decreasing.
         embeddings: [N, D] float32, L2-normalised.
+        text_embeddings: [N, E] float32 L2-normalised crop-encoder embeddings (the
+            sentence-search space), or None when the bundle has no text encoder or the
+            searcher was asked not to compute them.
     """
 
     source: str
@@ -32,6 +35,7 @@ class Detections:
     boxes: np.ndarray = field(repr=False)
     scores: np.ndarray = field(repr=False)
     embeddings: np.ndarray = field(repr=False)
+    text_embeddings: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])

@@ -6,6 +6,11 @@ Typical use::
     with GalleryIndex.open_for_bundle("my_gallery", searcher.bundle) as gallery:
         summary = searcher.index(gallery, ["cams/*.mp4", "stills/"], every_nth_frame=5)
         hits = searcher.search_crop(gallery, cv2.imread("suspect.jpg"), top_k=10)
+        hits = searcher.search_text(gallery, "a woman in a red coat with a black backpack")
+
+With a bundle exported with ``--text-checkpoint`` every detected person is also cut out
+of the frame and embedded by the ``crop_encoder`` (:mod:`personsearch_runtime.text_search`),
+and the gallery stores that embedding beside the re-id one, so sentences can search it.
 
 Images go through the bundle's preprocessing (resize, normalise, pad), are detected in
 batches, and every box comes back in the original image's pixels.
@@ -49,6 +54,7 @@ from personsearch_runtime.preprocess import (
 )
 from personsearch_runtime.results import Detections, SearchHit
 from personsearch_runtime.sources import Frame, FrameReader, expand_sources
+from personsearch_runtime.text_search import SentenceEncoder, combine_sentence_embeddings, crop_person_boxes
 
 __all__ = [
     "PIPELINES",
@@ -351,6 +357,9 @@ class PersonSearcher:
         engine_dir: Where TensorRT engines ``ROLE.plan`` (+ ``ROLE.plan.json``) are;
             ``BUNDLE/engines`` by default.
         intra_op_threads: ONNX Runtime threads per session (0 = ORT default).
+        text_embeddings: Also embed every detected person with the bundle's crop encoder
+            (``Detections.text_embeddings``; what sentence search needs). None: whenever
+            the bundle has the text graphs.
     """
 
     def __init__(
@@ -363,6 +372,7 @@ class PersonSearcher:
         pipeline: str = "auto",
         engine_dir: str | os.PathLike[str] | None = None,
         intra_op_threads: int = 0,
+        text_embeddings: bool | None = None,
     ) -> None:
         if not isinstance(bundle, (Bundle, str, os.PathLike)):
             raise InputError(
@@ -392,6 +402,13 @@ class PersonSearcher:
         self.pipeline = self.pipeline_choice.path
         self._detector = self._make_detector()
         self._query_encoder: Any = None
+        self._sentence_encoder: SentenceEncoder | None = None
+        if text_embeddings and not self.manifest.has_text:
+            raise InputError(
+                f"text_embeddings=True needs a bundle with the text encoder; {self.bundle.root} has none "
+                "(export with --text-checkpoint)"
+            )
+        self.text_embeddings = self.manifest.has_text if text_embeddings is None else bool(text_embeddings)
 
     # ---- construction ---------------------------------------------------------------------------
 
@@ -418,6 +435,17 @@ class PersonSearcher:
 
             return device_split_detector(manifest=self.manifest, stages=stages, device=self.device)
         return SplitDetector(manifest=self.manifest, stages=stages)
+
+    @property
+    def sentence_encoder(self) -> SentenceEncoder:
+        """The bundle's text and crop encoders (loaded on first use).
+
+        Raises:
+            BundleError: The bundle has no text graphs (the message says how to export them).
+        """
+        if self._sentence_encoder is None:
+            self._sentence_encoder = SentenceEncoder(self.bundle, self._stage)
+        return self._sentence_encoder
 
     # ---- detection --------------------------------------------------------------------------------
 
@@ -477,20 +505,36 @@ class PersonSearcher:
         spec = self.manifest.preprocessing
         prepared = [prepare_image(f.image, spec) for f in chunk]
         raw = self.detect_prepared(prepared)
+        boxes = [to_original(det.boxes, image) for det, image in zip(raw, prepared, strict=True)]
+        text = self._crop_embeddings(chunk, boxes) if self.text_embeddings else [None] * len(chunk)
         out = []
-        for frame, image, det in zip(chunk, prepared, raw, strict=True):
+        for frame, image, det, frame_boxes, frame_text in zip(chunk, prepared, raw, boxes, text, strict=True):
             out.append(
                 Detections(
                     source=frame.source,
                     frame_index=frame.frame_index,
                     timestamp=frame.timestamp,
                     image_size=image.original_size,
-                    boxes=to_original(det.boxes, image),
+                    boxes=frame_boxes,
                     scores=det.scores.astype(np.float32),
                     embeddings=det.embeddings.astype(np.float32),
+                    text_embeddings=frame_text,
                 )
             )
         return out
+
+    def _crop_embeddings(self, chunk: Sequence[Frame], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Crop-encoder embeddings of every detection of a chunk, all crops in shared batches."""
+        encoder = self.sentence_encoder
+        crops = [
+            crop_person_boxes(frame.image, b, encoder.spec.crop_size)
+            for frame, b in zip(chunk, boxes, strict=True)
+        ]
+        embeddings = (
+            encoder.embed_crops(np.concatenate(crops)) if crops else np.zeros((0, encoder.embedding_dim))
+        )
+        bounds = np.cumsum([0] + [len(b) for b in boxes])
+        return [embeddings[bounds[i] : bounds[i + 1]] for i in range(len(boxes))]
 
     # ---- query embeddings -------------------------------------------------------------------------
 
@@ -603,6 +647,8 @@ class PersonSearcher:
                 raise InputError(f"sources[{i}] is {source!r}, not a path; {expected}")
         every_nth_frame = _whole_number(every_nth_frame, "every_nth_frame (--every-nth-frame)", minimum=1)
         gallery.check_bundle(self.bundle)
+        if self.text_embeddings or getattr(gallery, "has_text", False):
+            self._check_text_indexing(gallery)
         # One gallery never mixes frame strides, whoever calls (the first run records it).
         gallery.check_settings(every_nth_frame=every_nth_frame)
         files = expand_sources(sources)
@@ -717,6 +763,180 @@ class PersonSearcher:
         gallery.check_bundle(self.bundle)
         query = self.embed_boxes(frame_bgr, [box], min_side=MIN_QUERY_SIDE)
         return gallery.search(query, top_k=top_k, score_weighted=score_weighted)[0]
+
+    # ---- sentence search ----------------------------------------------------------------------------
+
+    def _check_text_indexing(self, gallery: Any) -> None:
+        if not self.manifest.has_text:
+            gallery.check_text_bundle(self.bundle, indexing=True)  # says which bundle to use
+        if not self.text_embeddings:
+            raise InputError(
+                f"gallery {gallery.path} stores a text embedding for every person; create the searcher with "
+                "text_embeddings=True (or None) to index into it"
+            )
+        gallery.check_text_bundle(self.bundle, indexing=True)
+
+    def encode_sentences(self, sentences: Sequence[str] | str) -> np.ndarray:
+        """Embed sentences with the bundle's text encoder.
+
+        Args:
+            sentences: One sentence or several.
+
+        Returns:
+            [S, E] float32 unit embeddings, in the space of ``Detections.text_embeddings``.
+
+        Raises:
+            InputError: An empty sentence, one without letters or digits, or bytes that
+                are not UTF-8 (see :func:`personsearch_runtime.text_search.check_sentence`).
+            BundleError: The bundle has no text encoder.
+        """
+        return self.sentence_encoder.encode(sentences)
+
+    def search_text(
+        self,
+        gallery: Any,
+        text: str | Sequence[str],
+        top_k: int = 10,
+        *,
+        score_weighted: bool = False,
+    ) -> list[SearchHit]:
+        """Search ``gallery`` for the person a sentence describes; best hit first.
+
+        Args:
+            gallery: A ``GalleryIndex`` indexed with this bundle's text encoder.
+            text: One sentence, or several sentences of the same person (one query: the
+                normalised mean of their embeddings).
+            top_k: How many hits to return (a whole number >= 1).
+            score_weighted: Rank by similarity x detection score.
+
+        Returns:
+            Up to ``top_k`` hits; ``similarity`` is the cosine of sentence and crop embeddings.
+
+        Raises:
+            InputError: Bad ``gallery``, ``text`` or ``top_k``.
+            GalleryError: The gallery has no text embeddings or another text model's.
+            BundleError: The bundle has no text encoder.
+        """
+        _check_gallery(gallery)
+        top_k = _whole_number(top_k, "top_k (--top-k)", minimum=1)
+        gallery.check_bundle(self.bundle)
+        gallery.check_text_bundle(self.bundle, indexing=False)
+        query = combine_sentence_embeddings(self.encode_sentences(text))
+        return gallery.search(query, top_k=top_k, score_weighted=score_weighted, space="text")[0]
+
+    def search_mixed(
+        self,
+        gallery: Any,
+        text: str | Sequence[str],
+        *,
+        crop_bgr: np.ndarray | None = None,
+        frame_bgr: np.ndarray | None = None,
+        box: Sequence[float] | None = None,
+        text_weight: float = 0.5,
+        top_k: int = 10,
+        require_person: bool = True,
+    ) -> list[SearchHit]:
+        """Search with a sentence and an image of the person together.
+
+        The two similarities are fused as ``text_weight * cos_text + (1 - text_weight) *
+        cos_reid`` (see ``GalleryIndex.search_fused``).
+
+        Args:
+            gallery: A ``GalleryIndex`` indexed with this bundle's text encoder.
+            text: One or several sentences of the person.
+            crop_bgr: A crop of the person (or give ``frame_bgr`` and ``box``).
+            frame_bgr: A frame holding the person, with ``box``.
+            box: (x1, y1, x2, y2) of the person in ``frame_bgr``.
+            text_weight: Weight of the sentence similarity in ``[0, 1]``.
+            top_k: How many hits to return.
+            require_person: With ``crop_bgr``: refuse a crop in which nobody is detected.
+
+        Returns:
+            Up to ``top_k`` hits; ``similarity`` is the fused value.
+
+        Raises:
+            InputError: Neither or both of a crop and a frame with a box, or bad arguments.
+            GalleryError: The gallery has no text embeddings or another model's.
+        """
+        _check_gallery(gallery)
+        top_k = _whole_number(top_k, "top_k (--top-k)", minimum=1)
+        if (crop_bgr is None) == (frame_bgr is None or box is None):
+            raise InputError(
+                "give the image query as crop_bgr, or as frame_bgr with box (not both, not neither)"
+            )
+        gallery.check_bundle(self.bundle)
+        gallery.check_text_bundle(self.bundle, indexing=False)
+        sentence = combine_sentence_embeddings(self.encode_sentences(text))
+        if crop_bgr is not None:
+            image_query = self.embed_crop(crop_bgr, require_person=require_person)
+        else:
+            image_query = self.embed_boxes(frame_bgr, [box], min_side=MIN_QUERY_SIDE)
+        return gallery.search_fused(image_query, sentence, text_weight=text_weight, top_k=top_k)
+
+    def add_text_embeddings(self, gallery: Any, *, progress: bool = False) -> int:
+        """Give a gallery indexed without the text encoder a crop embedding for every person.
+
+        The stored boxes are kept (nothing is detected again): each frame is read from its
+        source, its people cropped and embedded, and committed frame by frame, so an
+        interrupted run continues where it stopped.
+
+        Args:
+            gallery: A writable ``GalleryIndex`` built with this bundle's detector.
+            progress: Show a tqdm progress bar.
+
+        Returns:
+            How many detections got an embedding.
+
+        Raises:
+            BundleError: The bundle has no text encoder.
+            SourceError: A source frame can no longer be read (moved or changed file).
+        """
+        _check_gallery(gallery)
+        gallery.check_bundle(self.bundle)
+        encoder = self.sentence_encoder
+        frames: dict[tuple[str, int], np.ndarray] = {}
+        wanted: dict[str, set[int]] = {}
+        for source, frame_index, _ids, _boxes in gallery.frames_missing_text():
+            wanted.setdefault(source, set()).add(frame_index)
+
+        def read_frames(source: str) -> None:
+            needed = wanted.pop(source, set())
+            reader = FrameReader([Path(source)], every_nth_frame=1, start_frame=lambda _s: min(needed))
+            try:
+                for frame in reader:
+                    if frame.frame_index in needed:
+                        frames[(source, frame.frame_index)] = frame.image
+                    if frame.frame_index >= max(needed):
+                        break
+            finally:
+                reader.close()
+
+        def embeddings_for(source: str, frame_index: int, boxes: np.ndarray) -> np.ndarray:
+            if (source, frame_index) not in frames:
+                frames.clear()  # one source's frames at a time
+                read_frames(source)
+            image = frames.pop((source, frame_index), None)
+            if image is None:
+                raise SourceError(
+                    f"frame {frame_index} of {source} cannot be read any more (moved, changed or damaged); "
+                    "index the sources again into a new gallery with this bundle"
+                )
+            return encoder.embed_boxes(image, boxes)
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(unit="frame", desc="adding text embeddings", dynamic_ncols=True)
+        try:
+            done = gallery.add_text_space(
+                self.bundle, embeddings_for, progress=(lambda _n: bar.update(1)) if bar is not None else None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        gallery.save()
+        return done
 
 
 def _whole_number(value: Any, name: str, *, minimum: int) -> int:

@@ -30,6 +30,16 @@ def test_demo_finds_the_query_person_and_resumes(tmp_path: Path, capsys: pytest.
     assert "shipped" in printed and "pretrained:seqnet_small_synthetic" in printed
     assert (out / "query" / "hits.jpg").is_file() and (out / "shipped" / "prw_plots").is_dir()
 
+    # The text model went into the bundle, the gallery holds its crop embeddings, and a
+    # sentence searched them.
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert {"text_encoder", "crop_encoder"} <= set(manifest["models"])
+    assert manifest["text"]["method"] == "irra"
+    sentence = json.loads((out / "sentence_query" / "hits.json").read_text())
+    assert sentence["query"]["text"] and len(sentence["hits"]) == 10
+    assert (out / "sentence_query" / "hits.jpg").is_file()
+    assert "sentence hits" in printed
+
     # A second run finds every step done and redoes nothing.
     assert cli.main(["demo", "--out", str(out)]) == 0
     again = capsys.readouterr().out

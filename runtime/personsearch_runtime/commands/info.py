@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         width = max(len(k) for k in payload)
         lines += [f"{key:<{width}}  {'-' if value is None else value}" for key, value in payload.items()]
     if args.bundle is not None:
+        bundle = Bundle.load(args.bundle)
         choice = pipeline_for_bundle(
-            Bundle.load(args.bundle), backend=args.backend, device=args.device, requested=args.pipeline
+            bundle, backend=args.backend, device=args.device, requested=args.pipeline
         )
         payload["pipeline"] = {
             "path": choice.path,
@@ -61,6 +62,16 @@ def run(args: argparse.Namespace) -> int:
             "line": choice.line(),
         }
         lines += choice.describe()
+        text, tokenizer = bundle.manifest.text, bundle.manifest.tokenizer
+        payload["sentence_search"] = (
+            None if text is None else {**text.to_json(), "max_tokens": tokenizer.max_length}
+        )
+        lines.append(
+            "sentence search: no (export with --text-checkpoint to add it)"
+            if text is None
+            else f"sentence search: yes ({text.model_name} trained by {text.method}: {text.embedding_dim}-d, "
+            f"crops {text.crop_size[0]}x{text.crop_size[1]}, up to {tokenizer.max_length} tokens)"
+        )
     if args.json:
         print(json.dumps(payload, indent=2))
     else:

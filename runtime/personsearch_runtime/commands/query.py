@@ -1,4 +1,12 @@
-"""``personsearch query``: find a person (a crop, or a box in a frame) in a gallery.
+"""``personsearch query``: find a person (a crop, a box in a frame, or a sentence) in a gallery.
+
+``--text`` searches by description (the bundle's text encoder against the crop
+embeddings the gallery stores); give it several times for several sentences of the same
+person (one query). With ``--image`` or ``--frame``/``--box`` as well, hits are ranked
+by ``--text-weight`` x sentence similarity + (1 - ``--text-weight``) x image similarity
+(``GalleryIndex.search_fused``). A sentence that is empty, has no letters or digits, or
+is not UTF-8 is refused before anything loads; one longer than the text encoder takes is
+cut, with a warning.
 
 Everything the user typed is checked before the bundle and gallery are loaded: the box
 (four finite numbers, x1 < x2 and y1 < y2; negative values are fine, ``--box -5,10,50,100``
@@ -19,6 +27,8 @@ import dataclasses
 import json
 import math
 import os
+import sys
+import warnings
 from pathlib import Path
 
 from personsearch_runtime.atomic_files import atomic_write_bytes
@@ -44,11 +54,35 @@ def _box(text: str) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``personsearch query``."""
     add_model_options(parser)
     parser.add_argument("--gallery", required=True, help="gallery directory built with the same bundle")
-    what = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        metavar="SENTENCE",
+        help='describe the person, e.g. --text "a woman in a red coat with a black backpack"; repeat for '
+        "several sentences of the same person; with --image or --frame the two are fused",
+    )
+    parser.add_argument(
+        "--text-weight",
+        type=_weight,
+        default=0.5,
+        help="with --text and an image query: weight of the sentence similarity in [0, 1] (default 0.5)",
+    )
+    what = parser.add_mutually_exclusive_group(required=False)
     what.add_argument("--image", help="image file: a crop of the person to find")
     what.add_argument("--frame", help="image file: a full frame containing the person (with --box)")
     parser.add_argument(
@@ -151,13 +185,49 @@ def _search_box_elsewhere(searcher, gallery, frame, args: argparse.Namespace) ->
     return [dataclasses.replace(h, rank=rank) for rank, h in enumerate(kept[: args.top_k], 1)]
 
 
+def _search_mixed(searcher, gallery, query, sentences: list[str], args: argparse.Namespace) -> list:  # noqa: ANN001
+    """Fused sentence + image search; a ``--frame`` query leaves its own frame out as image queries do."""
+    crop = query if args.image is not None else None
+    frame = query if args.frame is not None else None
+    wanted = args.top_k
+    while True:
+        hits = searcher.search_mixed(
+            gallery,
+            sentences,
+            crop_bgr=crop,
+            frame_bgr=frame,
+            box=args.box,
+            text_weight=args.text_weight,
+            top_k=wanted,
+        )
+        kept = [
+            h
+            for h in hits
+            if frame is None or args.include_query_frame or not _same_file(h.source, args.frame)
+        ]
+        if len(kept) >= args.top_k or len(hits) < wanted or wanted >= len(gallery):
+            break
+        wanted = min(2 * wanted + len(hits) - len(kept), len(gallery))
+    return [dataclasses.replace(h, rank=rank) for rank, h in enumerate(kept[: args.top_k], 1)]
+
+
 def run(args: argparse.Namespace) -> int:
     """Search, write hits.json and hits.jpg, print the ranked list."""
     from personsearch_runtime.drawing import draw_hits
     from personsearch_runtime.gallery import GalleryIndex
     from personsearch_runtime.preprocess import MIN_QUERY_SIDE
     from personsearch_runtime.searcher import PersonSearcher
+    from personsearch_runtime.text_search import SentenceTruncatedWarning, check_sentence
 
+    sentences = args.text or []
+    if args.image is None and args.frame is None and not sentences:
+        raise PersonSearchError(
+            "give the person to find: --text SENTENCE, --image CROP, or --frame F --box B"
+        )
+    sentences = [
+        check_sentence(s, "--text" if len(sentences) == 1 else f"--text #{i + 1}")
+        for i, s in enumerate(sentences)
+    ]
     if args.frame is not None and args.box is None:
         raise PersonSearchError("--frame needs --box x1,y1,x2,y2 (the person's box in that frame, in pixels)")
     if args.image is not None and args.box is not None:
@@ -169,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         raise PersonSearchError("--out is empty; give a folder for hits.json and hits.jpg")
     out = Path(args.out)
     _check_out(out)
+    query = None
     if args.image is not None:
         query = _read_image(args.image, "--image")
         height, width = query.shape[:2]
@@ -178,32 +249,59 @@ def run(args: argparse.Namespace) -> int:
                 f"{MIN_QUERY_SIDE}x{MIN_QUERY_SIDE} to show a person: give a larger crop, or the full frame "
                 "with --frame and --box"
             )
-    else:
+    elif args.frame is not None:
         query = _read_image(args.frame, "--frame")
     searcher = PersonSearcher(
         bundle=args.bundle, backend=args.backend, device=args.device, batch_size=1, pipeline=args.pipeline
     )
     # GPU faiss searches the gallery when installed and the user asked for the GPU.
     use_gpu = args.device.startswith("cuda")
-    with GalleryIndex.open_for_bundle(
-        args.gallery, searcher.bundle, readonly=True, use_gpu=use_gpu
-    ) as gallery:
-        if len(gallery) == 0:
-            raise PersonSearchError(f"gallery {args.gallery} is empty; index some images or videos first")
-        if args.image is not None:
-            hits = searcher.search_crop(gallery, query, top_k=args.top_k, score_weighted=args.score_weighted)
+    with warnings.catch_warnings(record=True) as caught:
+        # A cut sentence is reported as one line of the command's output, not as a
+        # Python warning with a source line.
+        warnings.simplefilter("always", SentenceTruncatedWarning)
+        with GalleryIndex.open_for_bundle(
+            args.gallery, searcher.bundle, readonly=True, use_gpu=use_gpu
+        ) as gallery:
+            if len(gallery) == 0:
+                raise PersonSearchError(f"gallery {args.gallery} is empty; index some images or videos first")
+            if sentences and query is not None:
+                if args.score_weighted:
+                    raise PersonSearchError(
+                        "--score-weighted applies to single-modality queries, not to --text with an image"
+                    )
+                hits = _search_mixed(searcher, gallery, query, sentences, args)
+            elif sentences:
+                hits = searcher.search_text(
+                    gallery, sentences, args.top_k, score_weighted=args.score_weighted
+                )
+            elif args.image is not None:
+                hits = searcher.search_crop(
+                    gallery, query, top_k=args.top_k, score_weighted=args.score_weighted
+                )
+            else:
+                hits = _search_box_elsewhere(searcher, gallery, query, args)
+    for warning in caught:
+        if issubclass(warning.category, SentenceTruncatedWarning):
+            print(f"personsearch query: warning: {warning.message}", file=sys.stderr)
         else:
-            hits = _search_box_elsewhere(searcher, gallery, query, args)
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
-        "query": {"image": args.image, "frame": args.frame, "box": list(args.box) if args.box else None},
+        "query": {
+            "image": args.image,
+            "frame": args.frame,
+            "box": list(args.box) if args.box else None,
+            "text": sentences or None,
+            "text_weight": args.text_weight if sentences and query is not None else None,
+        },
         "bundle": str(searcher.bundle.root),
         "gallery": str(args.gallery),
         "score_weighted": args.score_weighted,
         "hits": [h.to_json() for h in hits],
     }
     atomic_write_bytes(out / "hits.json", json.dumps(payload, indent=2, allow_nan=False).encode("utf-8"))
-    picture = draw_hits(query, hits[:DRAWN_HITS], out / "hits.jpg", query_box=args.box)
+    picture = draw_hits(query, hits[:DRAWN_HITS], out / "hits.jpg", query_box=args.box, sentences=sentences)
     for h in hits:
         where = f"frame {h.frame_index} ({h.timestamp:.2f} s)" if h.timestamp is not None else "image"
         box = ",".join(f"{v:.0f}" for v in h.box)

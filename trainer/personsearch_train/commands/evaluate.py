@@ -12,6 +12,15 @@ source. The checkpoint's dual-encoder model embeds the test split
 (:func:`~personsearch_train.engine.text_inference.embed_text_split`) and
 :class:`~personsearch_train.evaluation.text_evaluator.TextRetrievalEvaluator` scores it
 (UFine3C per source), text-to-image and image-to-text.
+
+Text-based person search in full images (``cuhk_sysu_tbps``, ``prw_tbps``): the
+CUHK-SYSU / PRW test split with every query person given by sentences
+(:mod:`personsearch_train.data.tbps`). ``--checkpoint`` (the detector) needs
+``--text-checkpoint`` (a dual encoder trained by ``irra`` / ``cfam``): the detections are
+embedded by the dual encoder's crop tower, the sentences by its text tower
+(:func:`~personsearch_train.evaluation.sentence_search.predict_sentence_search`), and the
+unchanged CUHK-SYSU / PRW protocol scores one query per sentence. A ``--predictions``
+file saved from such a run (``--save-predictions``) is scored the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import TYPE_CHECKING
 from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.commands.output_paths import check_output_file, check_output_folder
 from personsearch_train.data.registry import available_readers, load_split, load_text_split
+from personsearch_train.data.tbps import TBPS_DATASETS, TBPS_FILE_STEMS
 from personsearch_train.engine.config import check_gallery_size, resolve_dataset_root
 from personsearch_train.errors import TrainerError
 from personsearch_train.evaluation.scoring import DEFAULT_GALLERY_SIZE, EvalOptions
@@ -32,6 +42,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from personsearch_train.data.structures import PersonSearchSplit
+    from personsearch_train.data.tbps import SentenceQueries
     from personsearch_train.engine.text_inference import TextRetrievalEmbeddings
     from personsearch_train.evaluation.predictions import SearchPredictions
     from personsearch_train.evaluation.scoring import PersonSearchReport
@@ -40,8 +51,10 @@ __all__ = [
     "add_arguments",
     "eval_options_from_args",
     "report_predictions",
+    "report_sentence_search",
     "report_text_retrieval",
     "run",
+    "tbps_dataset_root",
     "write_json_atomically",
 ]
 
@@ -80,6 +93,10 @@ def _is_text_dataset(dataset: str) -> bool:
     return dataset in _text_datasets()
 
 
+def _is_tbps_dataset(dataset: str) -> bool:
+    return dataset in TBPS_DATASETS
+
+
 # argparse has no public name for the group type; typeshed and the stdlib both call it this.
 def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
     """Declare the options of ``personsearch eval``.
@@ -95,9 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
     """
     parser.add_argument(
         "--dataset",
-        choices=(*available_readers("person_search"), *_text_datasets()),
+        choices=(*available_readers("person_search"), *sorted(TBPS_DATASETS), *_text_datasets()),
         required=True,
-        help="which dataset reader and protocol to use: person search (cuhk_sysu, prw) or "
+        help="which dataset reader and protocol to use: person search (cuhk_sysu, prw), person search "
+        "by sentence (cuhk_sysu_tbps, prw_tbps: --checkpoint with --text-checkpoint) or "
         "text-to-image person retrieval (with --checkpoint only)",
     )
     parser.add_argument(
@@ -116,6 +134,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
         type=Path,
         default=None,
         help="run the model of this checkpoint (a run folder or a checkpoint file) on the test split",
+    )
+    parser.add_argument(
+        "--text-checkpoint",
+        type=Path,
+        default=None,
+        help="cuhk_sysu_tbps / prw_tbps with --checkpoint: the text-to-image model (a dual encoder "
+        "trained by irra or cfam) whose crop and text encoders embed the detections and the sentences",
     )
     parser.add_argument(
         "--save-predictions",
@@ -196,12 +221,17 @@ def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
             ``--cbgm``, or an output path (``--json``, ``--plot-dir``,
             ``--save-predictions``) that cannot be written (a folder where a file goes,
             or under a file), so no work is done before such a failure; a text dataset
-            (only ``--checkpoint`` evaluates those, through :func:`run`).
+            (only ``--checkpoint`` evaluates those, through :func:`run`);
+            ``--text-checkpoint`` for a dataset other than ``cuhk_sysu_tbps`` /
+            ``prw_tbps`` or with another source than ``--checkpoint``, a TBPS
+            ``--checkpoint`` without it, or TBPS with ``--cbgm`` or ``--gt-boxes``.
     """
     if _is_text_dataset(args.dataset):
         _refuse_prediction_source(args.dataset)
+    _check_tbps_options(args)
     options = EvalOptions(
-        dataset=args.dataset,
+        # TBPS is scored by the protocol of the dataset its scenes come from.
+        dataset=TBPS_DATASETS.get(args.dataset, args.dataset),
         gallery_size=args.gallery_size,
         multi_view=args.multi_view,
         cbgm=args.cbgm,
@@ -219,6 +249,48 @@ def eval_options_from_args(args: argparse.Namespace) -> EvalOptions:
     if args.plot_dir is not None:
         check_output_folder(args.plot_dir, "--plot-dir")
     return options
+
+
+def _check_tbps_options(args: argparse.Namespace) -> None:
+    """Refuse ``--text-checkpoint`` where it has no use, and what sentence queries cannot do.
+
+    Raises:
+        TrainerError: Naming the option and what to do instead.
+    """
+    text_checkpoint = getattr(args, "text_checkpoint", None)
+    tbps = ", ".join(sorted(TBPS_DATASETS))
+    if not _is_tbps_dataset(args.dataset):
+        if text_checkpoint is not None:
+            raise TrainerError(
+                f"--text-checkpoint is for person search by sentence (--dataset {tbps}); "
+                f"--dataset {args.dataset} does not use it, leave it out"
+            )
+        return
+    if getattr(args, "bundle", None) is not None and text_checkpoint is not None:
+        raise TrainerError(
+            "--text-checkpoint is not used with --bundle: the bundle carries its own text encoder "
+            "(export it with --text-checkpoint); leave it out"
+        )
+    if getattr(args, "predictions", None) is not None and text_checkpoint is not None:
+        raise TrainerError(
+            "--text-checkpoint is not used with --predictions: the file already holds the sentence "
+            "embeddings; leave it out"
+        )
+    if getattr(args, "checkpoint", None) is not None and text_checkpoint is None:
+        raise TrainerError(
+            f"--dataset {args.dataset} with --checkpoint DET_RUN also needs --text-checkpoint T2I_RUN "
+            "(a dual encoder trained by irra or cfam) to embed the sentences and the detected people"
+        )
+    if args.cbgm:
+        raise TrainerError(
+            f"--cbgm re-scores with the query image's other people; a sentence query of {args.dataset} "
+            "has no image. Leave --cbgm out"
+        )
+    if args.gt_boxes:
+        raise TrainerError(
+            f"--gt-boxes is not available for {args.dataset}: sentence search is scored on the "
+            "detector's own boxes. Leave it out"
+        )
 
 
 def write_json_atomically(data: dict, path: Path) -> None:
@@ -251,6 +323,8 @@ def run(args: argparse.Namespace) -> int:
 
     if _is_text_dataset(args.dataset):
         return _run_text(args)
+    if _is_tbps_dataset(args.dataset):
+        return _run_tbps(args)
     options = eval_options_from_args(args)
     if args.save_predictions is not None and args.checkpoint is None:
         raise TrainerError("--save-predictions needs --checkpoint (a predictions file is already saved)")
@@ -344,6 +418,146 @@ def report_predictions(
     return 0
 
 
+def tbps_dataset_root(dataset: str, root: str | Path) -> Path:
+    """The scene folder of a TBPS dataset given on the command line.
+
+    Accepts the folder itself, a parent holding it under MACA's name
+    (``CUHK-SYSU-TBPS``, ``PRW-TBPS``) or under the usual one (``CUHK-SYSU``, ``PRW``,
+    as ``personsearch synth`` writes them).
+
+    Args:
+        dataset: ``"cuhk_sysu_tbps"`` or ``"prw_tbps"``.
+        root: The folder given with ``--root``.
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        ConfigError: ``root`` does not exist or is a file.
+    """
+    maca = Path(root).expanduser() / TBPS_FILE_STEMS[dataset]
+    return resolve_dataset_root(TBPS_DATASETS[dataset], maca if maca.is_dir() else root)
+
+
+def _load_text_model(checkpoint: Path, dataset: str) -> nn.Module:
+    """Load ``--text-checkpoint`` and refuse a model without the dual-encoder interface."""
+    from personsearch_train.engine.checkpoint import load_model_from_checkpoint
+    from personsearch_train.engine.text_inference import missing_text_model_attributes
+
+    model, metadata = load_model_from_checkpoint(checkpoint)
+    missing = missing_text_model_attributes(model)
+    if missing:
+        raise TrainerError(
+            f"--text-checkpoint: {_describe_model(model, metadata, checkpoint)}, which has no "
+            f"{', '.join(missing)}; {dataset} needs a text-to-image retrieval checkpoint (a dual encoder "
+            "trained by irra or cfam)"
+        )
+    return model
+
+
+def _run_tbps(args: argparse.Namespace) -> int:
+    """``personsearch eval`` on ``cuhk_sysu_tbps`` / ``prw_tbps``: detections and sentences, one protocol."""
+    from personsearch_train.data.tbps import load_sentence_queries
+    from personsearch_train.evaluation.predictions import SearchPredictions
+
+    options = eval_options_from_args(args)
+    if args.save_predictions is not None and args.checkpoint is None:
+        raise TrainerError("--save-predictions needs --checkpoint (a predictions file is already saved)")
+    root = tbps_dataset_root(args.dataset, args.root)
+    # Models (or the file) first, so a wrong checkpoint fails before the dataset is read.
+    if args.checkpoint is not None:
+        from personsearch_train.engine.checkpoint import load_model_from_checkpoint
+
+        detector, metadata = load_model_from_checkpoint(args.checkpoint)
+        _check_person_search_model(detector, metadata, args.checkpoint)
+        text_model = _load_text_model(args.text_checkpoint, args.dataset)
+        label = f"{args.checkpoint.name} + {args.text_checkpoint.name}"
+    else:
+        if args.predictions.is_dir():
+            raise TrainerError(
+                f"--predictions {args.predictions} is a folder; give the predictions .npz file"
+            )
+        predictions = SearchPredictions.load(args.predictions)
+        label = args.predictions.name
+    split = load_split(options.dataset, root, "test")
+    queries = load_sentence_queries(args.dataset, root, split)
+    if args.checkpoint is not None:
+        from personsearch_train.engine.distributed import select_device
+        from personsearch_train.evaluation.sentence_search import (
+            CheckpointSentencePredictor,
+            predict_sentence_search,
+        )
+
+        predictor = CheckpointSentencePredictor(
+            detector,
+            text_model,
+            device=select_device(args.device),
+            batch_size=args.batch_size,
+            encoder_batch_size=DEFAULT_TEXT_BATCH_SIZE,
+        )
+        predictions = predict_sentence_search(
+            predictor, split, queries, progress=True, source=f"{label} on {args.dataset} test"
+        )
+        if args.save_predictions is not None:
+            print(f"wrote {predictions.save(args.save_predictions)}")
+    return report_sentence_search(
+        args.dataset,
+        split,
+        queries,
+        predictions,
+        options,
+        json_path=args.json,
+        plot_dir=args.plot_dir,
+        label=label,
+    )
+
+
+def report_sentence_search(
+    dataset: str,
+    split: PersonSearchSplit,
+    queries: SentenceQueries,
+    predictions: SearchPredictions,
+    options: EvalOptions,
+    *,
+    json_path: Path | None = None,
+    plot_dir: Path | None = None,
+    label: str,
+) -> int:
+    """Score sentence-search predictions with the scenes' protocol and report like :func:`report_predictions`.
+
+    Args:
+        dataset: ``"cuhk_sysu_tbps"`` or ``"prw_tbps"`` (for the title).
+        split: The person-search test split (one query per person).
+        queries: Its sentence queries.
+        predictions: Predictions for ``sentence_query_split(split, queries)`` (one query
+            row per sentence).
+        options: The protocol to score with (its dataset is the scenes' one).
+        json_path: Where to write the headline numbers (fractions); none when None.
+        plot_dir: Where to write the plots; none when None.
+        label: Where the predictions came from, shown in the table title.
+
+    Returns:
+        Exit status 0.
+    """
+    from personsearch_train.data.tbps import sentence_query_split
+
+    described = len(split.queries) - len(queries.queries_without_sentences(len(split.queries)))
+    print(
+        f"{dataset}: {queries.num_sentences} sentence queries for {described} of the "
+        f"{len(split.queries)} query persons ({queries.source})"
+    )
+    if described < len(split.queries):
+        print(f"  {len(split.queries) - described} query persons have no sentence and are not searched for")
+    return report_predictions(
+        sentence_query_split(split, queries),
+        predictions,
+        options,
+        json_path=json_path,
+        plot_dir=plot_dir,
+        label=f"{dataset}, {label}",
+    )
+
+
 def _write_plots(
     plot_dir: Path,
     options: EvalOptions,
@@ -423,6 +637,7 @@ def _check_text_options(args: argparse.Namespace) -> None:
     dataset = args.dataset
     if getattr(args, "predictions", None) is not None or getattr(args, "bundle", None) is not None:
         _refuse_prediction_source(dataset)
+    _check_tbps_options(args)
     given = set(getattr(args, "explicit_options", ()))
     refused = [
         option

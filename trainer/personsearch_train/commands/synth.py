@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             in which case a folder this run created is removed again.
     """
     from personsearch_train.commands.output_paths import check_output_folder
-    from personsearch_train.data.synthetic.generator import generate_dataset
+    from personsearch_train.data.synthetic.generator import generate_dataset, tbps_entries
     from personsearch_train.engine.config import MAX_SEED
     from personsearch_train.errors import ConfigError, TrainerError
 
@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
             f"{d['train_identities']} train / {d['test_identities']} test ids, "
             f"{d['queries']} queries"
         )
+    for truth, label in ((manifest.cuhk_sysu, "CUHK-SYSU-TBPS"), (manifest.prw, "PRW-TBPS")):
+        train, test = (len(tbps_entries(truth, split)) for split in ("train", "test"))
+        print(f"  {label:<11} {train} train / {test} test sentence entries (2 sentences each)")
     p = c["pedes"]
     print(f"  {'PEDES':<11} {p['images']} crops, {p['identities']} ids, {p['captions']} captions")
     for name, label in (("ufine6926", "UFine6926"), ("ufine3c", "UFine3C")):

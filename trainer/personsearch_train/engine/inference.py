@@ -20,10 +20,10 @@ from personsearch_train.data.torch_dataset import read_image
 from personsearch_train.evaluation.predictions import SearchPredictions
 from personsearch_train.evaluation.split_prediction import ImageDetections, predict_search_split
 
-__all__ = ["predict_split"]
+__all__ = ["TorchSplitPredictor", "predict_split"]
 
 
-class _TorchSplitPredictor:
+class TorchSplitPredictor:
     """A model with ``predict`` and ``embed_boxes`` behind the ``SplitPredictor`` protocol.
 
     Args:
@@ -107,7 +107,7 @@ def predict_split(
     model.eval()
     try:
         return predict_search_split(
-            _TorchSplitPredictor(model, torch.device(device)),
+            TorchSplitPredictor(model, torch.device(device)),
             split,
             batch_size=batch_size,
             query_context=query_context,

@@ -8,10 +8,10 @@ workers), then writes the annotation files from what was actually drawn::
     OUT/
       CUHK-SYSU/   Image/SSM/s{N}.jpg, annotation/{Images,pool}.mat,
                    annotation/test/train_test/{Train,TestG50..TestG4000}.mat,
-                   person_masks/s{N}.png
+                   person_masks/s{N}.png, CUHK-SYSU-TBPS_{train,test}.json
       PRW/         frames/c{cam}s{seq}_{frame:06d}.jpg, annotations/<frame>.jpg.mat,
                    frame_train.mat, frame_test.mat, query_info.txt,
-                   person_masks/c{cam}s{seq}_{frame:06d}.png
+                   person_masks/c{cam}s{seq}_{frame:06d}.png, PRW-TBPS_{train,test}.json
       PEDES/       reid_raw.json, imgs/synth/p{id:05d}_{k}.jpg
       UFine6926/   UFine6926.json, images/p{id:05d}_{k}.jpg: ultra-fine captions (about 80
                    words naming every drawn attribute), train/val/test with disjoint ids
@@ -34,6 +34,12 @@ person of the image in annotation order (the order the readers return the boxes)
 only the visible pixels of a person are labelled (occluders and nearer people cut
 them). The full convention, including the reserved value 255, is in
 :mod:`personsearch_train.data.person_masks`.
+
+Sentence annotations for text-based person search (``*-TBPS_{train,test}.json``, the
+layout of :mod:`personsearch_train.data.tbps`): the train file has one entry per labelled
+person of each training image, the test file one per query; each entry holds the two
+attribute captions of the person (:func:`describe_identity`, the PEDES captions), whose
+``id`` is the person's id as the protocol files name it (CUHK-SYSU ``p{id}``, PRW's id).
 
 CUHK-SYSU gallery sizes: ``TestG{N}.mat`` is written for every official N, but a
 gallery cannot hold more images than the pool minus the query image, so each list has
@@ -91,6 +97,7 @@ from personsearch_train.data.synthetic.writers import (
     write_prw_frame,
     write_ufine,
 )
+from personsearch_train.data.tbps import TbpsEntry, write_tbps_json
 from personsearch_train.errors import ConfigError, TrainerError
 
 __all__ = [
@@ -101,6 +108,7 @@ __all__ = [
     "Preset",
     "SyntheticManifest",
     "generate_dataset",
+    "tbps_entries",
 ]
 
 #: Bumped whenever the same seed would produce different files.
@@ -778,6 +786,33 @@ def _prw_truth(plan: _PrwPlan, root: Path) -> PersonSearchTruth:
     )
 
 
+def tbps_entries(truth: PersonSearchTruth, split: str) -> list[TbpsEntry]:
+    """The sentence annotations of a person-search set's train or test split.
+
+    Args:
+        truth: The CUHK-SYSU or PRW ground truth.
+        split: ``"train"``: one entry per labelled person of each training image, in file
+            order; ``"test"``: one entry per query, in query order.
+
+    Returns:
+        Entries naming the scene image, the person's id (the identity key, the number
+        of the CUHK-SYSU ``idname`` and the PRW id) and the two attribute captions.
+    """
+
+    def entry(image: str, pid: int) -> TbpsEntry:
+        return TbpsEntry(pic_path=image, pid=pid, sentences=tuple(describe_identity(truth.identities[pid])))
+
+    if split == "test":
+        return [entry(q.name, int(q.pid)) for q in truth.queries]
+    return [entry(scene.name, int(pid)) for scene in truth.train for pid in scene.pids if pid >= 0]
+
+
+def _write_tbps(root: Path, stem: str, truth: PersonSearchTruth) -> None:
+    """Write ``<root>/<stem>_train.json`` and ``<stem>_test.json``."""
+    for split in ("train", "test"):
+        write_tbps_json(root / f"{stem}_{split}.json", tbps_entries(truth, split))
+
+
 def _market_crops(plan: _PrwPlan, root: Path) -> None:
     """Attach Market-1501 crop outputs to the PRW frames (pid, camera, sequence, frame in the name)."""
     query_people = {(plan.test[j].name, key) for key, j in plan.queries}
@@ -922,6 +957,8 @@ def generate_dataset(
         write_cuhk_sysu(cuhk_root, cuhk_truth, cuhk.image_order, query_hard, map_fn=write_map)
     prw_truth = _prw_truth(prw, prw_root)
     write_prw(prw_root, prw_truth, prw.box_variables, frame_files=False)
+    _write_tbps(cuhk_root, "CUHK-SYSU-TBPS", cuhk_truth)
+    _write_tbps(prw_root, "PRW-TBPS", prw_truth)
     write_pedes(pedes_root, pedes_entries)
     for source, target in ufine.links:
         _link_or_copy(source, target)
