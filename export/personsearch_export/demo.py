@@ -255,7 +255,7 @@ def _query_by_sentence(prw_root: Path, bundle: Path, gallery: Path, out: Path) -
     argv = ["query", "--bundle", str(bundle), "--gallery", str(gallery), "--text", sentence, "--top-k", "10"]
     argv += ["--out", str(out)]
     print(
-        f"  $ personsearch {' '.join(argv[:6])} --text {json.dumps(sentence)} {' '.join(argv[8:])}",
+        f"  $ personsearch {' '.join(argv[:5])} --text {json.dumps(sentence)} {' '.join(argv[7:])}",
         flush=True,
     )
     code = personsearch(argv)

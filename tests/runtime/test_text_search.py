@@ -329,10 +329,11 @@ def test_query_text_writes_hits_and_the_picture(
     out = tmp_path / "q"
     code, stdout, _ = _run(
         capsys, "query", "--bundle", text_bundle, "--gallery", folder, "--text", "a person in blue",
-        "--top-k", "3", "--out", out,
+        "--top-k", "3", "--json", tmp_path / "j" / "hits.json", "--out", out,
     )  # fmt: skip
     assert code == 0 and "sim 1.000" in stdout
     payload = json.loads((out / "hits.json").read_text())
+    assert json.loads((tmp_path / "j" / "hits.json").read_text()) == payload
     assert payload["query"]["text"] == ["a person in blue"] and len(payload["hits"]) == 3
     assert payload["hits"][0]["source"] in {str(p) for p in scenes}
     assert (out / "hits.jpg").stat().st_size > 0

@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rank by similarity x detection score instead of similarity",
     )
     parser.add_argument("--out", required=True, help="folder for hits.json and hits.jpg (created if missing)")
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="also write the hits JSON to this file (the same content as OUT/hits.json)",
+    )
 
 
 def _read_image(path: str, option: str):  # noqa: ANN202 - returns an ndarray
@@ -156,6 +162,18 @@ def _check_out(out: Path) -> None:
                 f"{out / name} is a folder, but query writes its {name} file there; move that folder "
                 "away or give another --out"
             )
+
+
+def _check_json_path(text: str) -> Path:
+    """Refuse a ``--json`` path that cannot receive a file, before any work is done."""
+    if not text.strip():
+        raise PersonSearchError("--json is empty; give a file path for the hits, e.g. --json hits.json")
+    path = Path(text)
+    if path.is_dir():
+        raise PersonSearchError(f"--json {text} is a folder; give a file path, e.g. {path / 'hits.json'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise PersonSearchError(f"--json {text} cannot be written: {path.parent} is a file, not a folder")
+    return path
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -239,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
         raise PersonSearchError("--out is empty; give a folder for hits.json and hits.jpg")
     out = Path(args.out)
     _check_out(out)
+    json_copy = _check_json_path(args.json) if args.json is not None else None
     query = None
     if args.image is not None:
         query = _read_image(args.image, "--image")
@@ -300,12 +319,17 @@ def run(args: argparse.Namespace) -> int:
         "score_weighted": args.score_weighted,
         "hits": [h.to_json() for h in hits],
     }
-    atomic_write_bytes(out / "hits.json", json.dumps(payload, indent=2, allow_nan=False).encode("utf-8"))
+    encoded = json.dumps(payload, indent=2, allow_nan=False).encode("utf-8")
+    atomic_write_bytes(out / "hits.json", encoded)
+    if json_copy is not None:
+        json_copy.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(json_copy, encoded)
     picture = draw_hits(query, hits[:DRAWN_HITS], out / "hits.jpg", query_box=args.box, sentences=sentences)
     for h in hits:
         where = f"frame {h.frame_index} ({h.timestamp:.2f} s)" if h.timestamp is not None else "image"
         box = ",".join(f"{v:.0f}" for v in h.box)
         print(f"#{h.rank:<3} sim {h.similarity:.3f}  score {h.score:.2f}  {h.source} {where} box {box}")
     shown = f" (the picture shows the best {DRAWN_HITS} of {len(hits)})" if len(hits) > DRAWN_HITS else ""
-    print(f"wrote {out / 'hits.json'} and {picture}{shown}")
+    also = f" and {json_copy}" if json_copy is not None else ""
+    print(f"wrote {out / 'hits.json'}{also} and {picture}{shown}")
     return 0
