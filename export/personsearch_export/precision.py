@@ -54,6 +54,7 @@ __all__ = [
     "emulate_fp16",
     "float_input_types",
     "holds_fp16",
+    "install_converted_nodes",
 ]
 
 #: Ops that may run in fp16 inside the feature region (the convolution trunk and heads).
@@ -369,19 +370,48 @@ def convert_to_fp16(
             break
         nodes = pruned
     report.fp32_nodes -= len(rw.new_nodes) - len(nodes)
+    return install_converted_nodes(model, nodes, rw.new_initializers, what="graph"), report
+
+
+def install_converted_nodes(
+    model: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    new_initializers: list[onnx.TensorProto],
+    *,
+    what: str,
+) -> onnx.ModelProto:
+    """Put a conversion pass's rewritten nodes into ``model`` and check the result.
+
+    Initializers no node reads any more are dropped (their fp16 copies replace them),
+    stale ``value_info`` is cleared and the shapes inferred again, strictly.
+
+    Args:
+        model: The model being converted (changed in place).
+        nodes: Its new node list, in topological order.
+        new_initializers: Initializers the pass added (fp16 copies, constants).
+        what: What the model is, for the error message (``"graph"``, ``"text graph"``).
+
+    Returns:
+        The model with inferred shapes.
+
+    Raises:
+        ExportError: The converted model does not pass the ONNX checker.
+    """
+    graph = model.graph
     del graph.node[:]
     graph.node.extend(nodes)
+    referenced = {t for n in nodes for t in n.input} | {v.name for v in graph.output}
     kept = [t for t in graph.initializer if t.name in referenced]
     del graph.initializer[:]
-    graph.initializer.extend([*kept, *rw.new_initializers])
+    graph.initializer.extend([*kept, *new_initializers])
     del graph.value_info[:]
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(
-            f"fp16 conversion of graph {graph.name!r} produced an invalid model: {exc}"
+            f"fp16 conversion of {what} {graph.name!r} produced an invalid model: {exc}"
         ) from exc
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True), report
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
 def convert_file_to_fp16(path: str | Path) -> Fp16Report:

@@ -65,7 +65,7 @@ from personsearch_runtime.bundle import (
 from personsearch_export.checkpoint_io import LoadedCheckpoint, load_checkpoint
 from personsearch_export.errors import CheckpointError, ExportError
 from personsearch_export.onnx_export import check_opset, export_module
-from personsearch_export.precision import Fp16Report, convert_file_to_fp16
+from personsearch_export.precision import Fp16Report, convert_file_to_fp16, install_converted_nodes
 
 if TYPE_CHECKING:
     from personsearch_train.models.dual_encoder import DualEncoder
@@ -556,20 +556,7 @@ def convert_text_encoder_to_fp16(
         raise ExportError(
             f"graph {graph.name!r} has no float32 {'/'.join(sorted(fp16_ops))} node; nothing to run in fp16"
         )
-    del graph.node[:]
-    graph.node.extend(nodes)
-    referenced = {t for n in nodes for t in n.input} | {v.name for v in graph.output}
-    kept = [t for t in graph.initializer if t.name in referenced]
-    del graph.initializer[:]
-    graph.initializer.extend([*kept, *new_initializers])
-    del graph.value_info[:]
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(
-            f"fp16 conversion of text graph {graph.name!r} produced an invalid model: {exc}"
-        ) from exc
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True), report
+    return install_converted_nodes(model, nodes, new_initializers, what="text graph"), report
 
 
 def convert_text_file_to_fp16(path: str | Path) -> Fp16Report:
