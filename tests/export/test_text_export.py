@@ -722,3 +722,21 @@ def test_export_of_a_trained_instant_text_run(tmp_path, offline):
     assert report["passed"], format_parity(report)
     assert report["outputs"]["text_encoder.embeddings (1-cos)"]["worst"] <= 1e-5
     assert Bundle.load(tmp_path / "b").manifest.text.method == "irra"
+
+
+def test_eval_with_a_bundle_imports_no_torch():
+    # `personsearch eval --bundle` scores sentence (and image) queries through the runtime
+    # alone: its modules, the readers and the protocols must not pull torch in.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import personsearch_export.commands.evaluate, personsearch_export.runtime_sentence_search\n"
+        "import personsearch_train.data.tbps, personsearch_train.evaluation.person_search\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, loaded\n"
+        "print('OK')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr

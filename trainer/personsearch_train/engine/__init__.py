@@ -9,14 +9,43 @@ Example:
     >>> Trainer(cfg, run_dir="runs/instant").fit()  # doctest: +SKIP
 """
 
-from personsearch_train.engine.checkpoint import load_model_from_checkpoint as load_model_from_checkpoint
-from personsearch_train.engine.checkpoint import read_checkpoint as read_checkpoint
-from personsearch_train.engine.config import ExperimentConfig as ExperimentConfig
-from personsearch_train.engine.config import load_config as load_config
-from personsearch_train.engine.hooks import TrainingHook as TrainingHook
-from personsearch_train.engine.inference import predict_split as predict_split
-from personsearch_train.engine.loop import Trainer as Trainer
-from personsearch_train.engine.loop import TrainResult as TrainResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from personsearch_train.engine.checkpoint import load_model_from_checkpoint, read_checkpoint
+    from personsearch_train.engine.config import ExperimentConfig, load_config
+    from personsearch_train.engine.hooks import TrainingHook
+    from personsearch_train.engine.inference import predict_split
+    from personsearch_train.engine.loop import Trainer, TrainResult
+
+#: Public name -> submodule. Loaded on first use (PEP 562), so that reading a recipe or a
+#: setting (``engine.config``) does not import torch: ``personsearch eval --bundle`` runs
+#: the torch-free runtime and needs only the config helpers and the protocols.
+_EXPORTS = {
+    "ExperimentConfig": "config",
+    "TrainResult": "loop",
+    "Trainer": "loop",
+    "TrainingHook": "hooks",
+    "load_config": "config",
+    "load_model_from_checkpoint": "checkpoint",
+    "predict_split": "inference",
+    "read_checkpoint": "checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "ExperimentConfig",
