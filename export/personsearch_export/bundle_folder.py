@@ -87,6 +87,8 @@ def _owned_files(manifest: Manifest) -> set[str]:
     owned.update(PurePosixPath(model.file).as_posix() for model in manifest.models.values())
     if manifest.tokenizer is not None:
         owned.add(PurePosixPath(manifest.tokenizer.file).as_posix())
+    if manifest.text is not None and manifest.text.int8_file is not None:
+        owned.add(PurePosixPath(manifest.text.int8_file).as_posix())
     for role in manifest.models:
         owned.update((f"{ENGINE_DIR}/{role}.plan", f"{ENGINE_DIR}/{role}.plan.json"))
         for major in _TRT_MAJORS:

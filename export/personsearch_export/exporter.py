@@ -91,6 +91,7 @@ def export_graphs(
     max_batch: int = 4,
     rpn_pre_nms_top_n: int | None = None,
     text: LoadedCheckpoint | None = None,
+    text_int8: bool = False,
 ) -> Manifest:
     """Write the graphs the checkpoint's method describes, and ``manifest.json``, into ``folder``.
 
@@ -115,6 +116,7 @@ def export_graphs(
         text: A text-to-image checkpoint (``--text-checkpoint``) whose towers become the
             ``text_encoder`` and ``crop_encoder`` graphs, at the same opset, precision
             and largest batch; None for a bundle without them.
+        text_int8: Also write the text encoder's int8 CPU variant.
 
     Returns:
         The manifest written.
@@ -158,7 +160,7 @@ def export_graphs(
     )
     graphs = family.write_graphs(loaded.model, folder, request)
     text_graphs = (
-        write_text_graphs(text, folder, opset=opset, precision=precision, max_batch=max_batch)
+        write_text_graphs(text, folder, opset=opset, precision=precision, max_batch=max_batch, int8=text_int8)
         if text is not None
         else None
     )
@@ -200,6 +202,7 @@ def export_bundle(
     overwrite: bool = False,
     rpn_pre_nms_top_n: int | None = None,
     text_checkpoint: str | Path | None = None,
+    text_int8: bool = False,
 ) -> dict[str, Any]:
     """Export a checkpoint to a bundle folder, with ``parity.json``.
 
@@ -221,6 +224,9 @@ def export_bundle(
         text_checkpoint: Run folder or checkpoint file of a text-to-image model (a run of
             ``method: irra`` or ``cfam``); adds ``text_encoder.onnx``,
             ``crop_encoder.onnx`` and ``tokenizer.json``, and their parity rows.
+        text_int8: Also write ``text_encoder.int8.onnx``, the text encoder's int8 CPU
+            variant (:func:`personsearch_export.text_graphs.write_int8_text_encoder`),
+            checked against PyTorch in its own parity row.
 
     Returns:
         The parity report; its ``rpn_pre_nms_top_n`` says which count the graphs use.
@@ -246,6 +252,8 @@ def export_bundle(
         raise ExportError(f"--rpn-pre-nms-top-n must be >= 1, got {rpn_pre_nms_top_n}")
     _check_sizes(max_detections, max_batch)
     _check_parity_cases(parity_cases)
+    if text_int8 and text_checkpoint is None:
+        raise ExportError("--text-int8 quantises the text encoder: it needs --text-checkpoint")
     check_output_folder(out, overwrite=overwrite)
     loaded = load_checkpoint(checkpoint)
     text = load_text_checkpoint(text_checkpoint) if text_checkpoint is not None else None
@@ -261,6 +269,7 @@ def export_bundle(
             max_batch=max_batch,
             rpn_pre_nms_top_n=rpn_pre_nms_top_n,
             text=text,
+            text_int8=text_int8,
         )
         family = get_export_family(loaded.method.export_description().family)
         report = family.parity(

@@ -76,6 +76,7 @@ __all__ = [
     "CROP_MAX_BATCH",
     "CROP_OPT_BATCH",
     "TEXT_OPT_TOKENS",
+    "INT8_TEXT_ENCODER_FILE",
     "TOKENIZER_FILE",
     "CropEncoderGraph",
     "TextEncoderGraph",
@@ -87,6 +88,7 @@ __all__ = [
     "text_methods",
     "text_model_specs",
     "write_text_graphs",
+    "write_int8_text_encoder",
     "write_tokenizer",
 ]
 
@@ -96,6 +98,8 @@ TEXT_FAMILY = "dual_encoder"
 _DESCRIPTION_ROLES = {"text_encoder": "text_encoder", "image_encoder": "crop_encoder"}
 #: File name of the tokenizer inside the bundle.
 TOKENIZER_FILE = "tokenizer.json"
+#: File name of the text encoder's int8 CPU variant (``--text-int8``).
+INT8_TEXT_ENCODER_FILE = "text_encoder.int8.onnx"
 #: Token length the TensorRT profile is tuned for (capped at the tokenizer's max_length):
 #: person descriptions run to about 25-35 tokens.
 TEXT_OPT_TOKENS = 32
@@ -391,6 +395,7 @@ def write_text_graphs(
     opset: int,
     precision: str = "fp32",
     max_batch: int = 4,
+    int8: bool = False,
 ) -> TextGraphs:
     """Trace ``text_encoder.onnx`` and ``crop_encoder.onnx`` and write ``tokenizer.json`` into ``folder``.
 
@@ -400,6 +405,8 @@ def write_text_graphs(
         opset: ONNX opset (checked as for every graph of the bundle).
         precision: ``"fp32"``, or ``"fp16"`` for the passes described in the module docstring.
         max_batch: Largest batch of either graph (``--max-batch``).
+        int8: Also write ``text_encoder.int8.onnx``, the CPU variant (see
+            :func:`write_int8_text_encoder`); fp32 bundles only.
 
     Returns:
         The model specs and the manifest's ``tokenizer`` and ``text`` sections.
@@ -413,6 +420,8 @@ def write_text_graphs(
         raise ExportError(f"--precision {precision}: the text graphs are written in fp32 or fp16")
     if max_batch < 1:
         raise ExportError(f"--max-batch must be >= 1, got {max_batch}")
+    if int8 and precision != "fp32":
+        raise ExportError("--text-int8 quantises the float32 text encoder; export with --precision fp32")
     check_text_checkpoint(loaded)
     folder = Path(folder)
     model = loaded.model.eval()
@@ -446,6 +455,11 @@ def write_text_graphs(
             convert[role](path)
         models[role] = ModelSpec(role, path.name, file_sha256(path), inputs, outputs, dims)
     tokenizer = write_tokenizer(model, folder / TOKENIZER_FILE)
+    int8_path = (
+        write_int8_text_encoder(folder / "text_encoder.onnx", folder / INT8_TEXT_ENCODER_FILE)
+        if int8
+        else None
+    )
     text = TextSearchSpec(
         embedding_dim=e,
         crop_size=(hc, wc),
@@ -454,8 +468,44 @@ def write_text_graphs(
         method=loaded.method.name,
         normalized=True,
         interpolation="bilinear",
+        int8_file=int8_path.name if int8_path is not None else None,
+        int8_sha256=file_sha256(int8_path) if int8_path is not None else None,
     )
     return TextGraphs(models=models, tokenizer=tokenizer, text=text)
+
+
+def write_int8_text_encoder(source: Path, target: Path) -> Path:
+    """Write the CPU int8 variant of a float32 text encoder.
+
+    ONNX Runtime's dynamic quantisation: every ``MatMul`` with a constant weight gets int8
+    weights (per output channel) and quantises its activations at run time
+    (``DynamicQuantizeLinear`` + ``MatMulInteger``), which ONNX Runtime runs on VNNI / AMX
+    int8 kernels; everything else stays float32. No calibration data is needed. The
+    variant is for ONNX Runtime on the CPU; TensorRT engines are built from the float graph.
+
+    Args:
+        source: The bundle's float32 ``text_encoder.onnx``.
+        target: Where to write the variant.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        ExportError: ONNX Runtime's quantisation tools are missing or fail.
+    """
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise ExportError(
+            '--text-int8 needs onnxruntime\'s quantisation tools: pip install "personsearch[export]"'
+        ) from None
+    try:
+        quantize_dynamic(
+            source, target, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+        )
+    except Exception as exc:  # noqa: BLE001 - the quantiser raises many types on graphs it cannot handle
+        raise ExportError(f"int8 quantisation of {source.name} failed: {type(exc).__name__}: {exc}") from None
+    return target
 
 
 def _saturate_half(array: np.ndarray, name: str, report: Fp16Report) -> np.ndarray:

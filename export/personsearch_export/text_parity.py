@@ -61,6 +61,11 @@ __all__ = [
 TOLERANCES: dict[str, float] = {"fp32": 1e-5, "fp16": 1e-3}
 #: Tolerance shown beside the informational fp16 rows of an fp32 bundle.
 FP16_VARIANT_TOLERANCE = TOLERANCES["fp16"]
+#: 1 - cosine allowed for the int8 CPU variant of the text encoder (``--text-int8``): int8
+#: weights and run-time-quantised activations keep cosine >= 0.95 to the float model on every
+#: sentence length; what it costs a search is
+#: measured on TBPS (README).
+INT8_TOLERANCE = 5e-2
 
 #: Words of person descriptions; the sentences are made of those the tokenizer keeps whole.
 _WORDS = (
@@ -214,6 +219,8 @@ def run_text_parity(
     crop_batch = crop_spec.dim(crop_spec.inputs[0].shape[0]).max
     graphs = {role: onnx.load(str(bundle.model_path(role))) for role in ("text_encoder", "crop_encoder")}
     sessions = {role: _session(graph) for role, graph in graphs.items()}
+    if manifest.text.int8_file is not None:
+        sessions["text_encoder_int8"] = _session(onnx.load(str(bundle.root / manifest.text.int8_file)))
     variants: dict[str, Any] = {}
     if precision == "fp32" and fp16_variants:
         # What --precision fp16 would write, converted in memory and measured the same way.
@@ -238,7 +245,7 @@ def run_text_parity(
     bundled = Tokenizer.from_file(str(bundle.root / manifest.tokenizer.file))
     mismatched: set[int] = set()
     cases: list[dict[str, Any]] = []
-    worst = {"text": [0.0, 0.0], "crop": [0.0, 0.0], "text16": 0.0, "crop16": 0.0}
+    worst = {"text": [0.0, 0.0], "crop": [0.0, 0.0], "text16": 0.0, "crop16": 0.0, "text8": 0.0}
 
     def measure(kind: str, feed: dict[str, np.ndarray], ref: np.ndarray, record: dict[str, Any]) -> None:
         role = f"{kind}_encoder"
@@ -251,6 +258,11 @@ def run_text_parity(
             cos16 = _distances(out16, ref)[0]
             worst[f"{kind}16"] = max(worst[f"{kind}16"], cos16)
             record["fp16_cosine_distance"] = cos16
+        if kind == "text" and "text_encoder_int8" in sessions:
+            (out8,) = _run(sessions["text_encoder_int8"], "text_encoder (int8 variant)", feed)
+            cos8 = _distances(out8, ref)[0]
+            worst["text8"] = max(worst["text8"], cos8)
+            record["int8_cosine_distance"] = cos8
         cases.append(record)
 
     for i, text in enumerate(texts):
@@ -295,6 +307,8 @@ def run_text_parity(
         "crop_encoder.embeddings (max abs)": _row(worst["crop"][1], limit),
         "tokenizer.mismatched_sentences": _row(float(len(mismatched)), 0.0),
     }
+    if "text_encoder_int8" in sessions:
+        outputs["text_encoder.embeddings int8 (1-cos)"] = _row(worst["text8"], INT8_TOLERANCE)
     if variants:
         outputs["text_encoder.embeddings fp16 (1-cos)"] = _row(
             worst["text16"], FP16_VARIANT_TOLERANCE, informational=True

@@ -733,6 +733,12 @@ class TextSearchSpec:
             searched with another's sentences.
         model_name: Registered name of the dual encoder, e.g. ``"dual_encoder_small"``.
         method: Training method of the text checkpoint (``irra``, ``cfam``, ...).
+        int8_file: Optional CPU variant of ``text_encoder``: the same graph with its
+            matrix products' weights in int8 and activations quantised at run time
+            (ONNX ``DynamicQuantizeLinear`` and ``MatMulInteger``, which ONNX Runtime
+            runs with VNNI/AMX kernels, TensorRT does not). The runtime prefers it on the
+            CPU with ONNX Runtime; None when the bundle has none.
+        int8_sha256: Hex SHA-256 of ``int8_file`` (checked on load), or None.
     """
 
     embedding_dim: int
@@ -742,6 +748,8 @@ class TextSearchSpec:
     method: str
     normalized: bool = True
     interpolation: str = "bilinear"
+    int8_file: str | None = None
+    int8_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -762,7 +770,24 @@ class TextSearchSpec:
             "normalized",
             "interpolation",
         )
-        _check_keys(obj, path, keys)
+        _check_keys(obj, path, keys, ("int8_file", "int8_sha256"))
+        int8_file, int8_sha = obj.get("int8_file"), obj.get("int8_sha256")
+        if (int8_file is None) != (int8_sha is None):
+            raise _fail(f"{path}.int8_file", "int8_file and int8_sha256 come together (or are both null)")
+        if int8_file is not None:
+            if (
+                not isinstance(int8_file, str)
+                or not int8_file
+                or Path(int8_file).is_absolute()
+                or ".." in Path(int8_file).parts
+            ):
+                raise _fail(f"{path}.int8_file", f"must be a file name inside the bundle, got {int8_file!r}")
+            if (
+                not isinstance(int8_sha, str)
+                or len(int8_sha) != 64
+                or any(c not in "0123456789abcdef" for c in int8_sha)
+            ):
+                raise _fail(f"{path}.int8_sha256", "expected 64 lower-case hex digits")
         size = obj["crop_size"]
         if (
             not isinstance(size, list)
@@ -781,6 +806,8 @@ class TextSearchSpec:
             method=_get_str(obj, "method", path),
             normalized=_get_bool(obj, "normalized", path),
             interpolation=_get_str(obj, "interpolation", path, ("bilinear",)),
+            int8_file=int8_file,
+            int8_sha256=int8_sha,
         )
 
 
@@ -1142,6 +1169,18 @@ class Bundle:
                 )
         if manifest.tokenizer is not None and not (root / manifest.tokenizer.file).is_file():
             raise BundleError(f"tokenizer.file: {root / manifest.tokenizer.file} is missing")
+        int8 = manifest.text.int8_file if manifest.text is not None else None
+        if int8 is not None:
+            file = root / int8
+            if not file.is_file():
+                raise BundleError(
+                    f"text.int8_file: {file} is missing; the bundle is incomplete (re-export it)"
+                )
+            if verify_hashes and file_sha256(file) != manifest.text.int8_sha256:
+                raise BundleError(
+                    f"bundle {root} is corrupted: text.int8_sha256: {file} does not match the manifest's "
+                    "hash (corrupt or partial copy); copy the bundle again or re-export it"
+                )
         return cls(root=root, manifest=manifest)
 
     def model_path(self, role: str) -> Path:

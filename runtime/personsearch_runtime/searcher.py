@@ -360,6 +360,10 @@ class PersonSearcher:
         text_embeddings: Also embed every detected person with the bundle's crop encoder
             (``Detections.text_embeddings``; what sentence search needs). None: whenever
             the bundle has the text graphs.
+        text_int8: Encode sentences with the bundle's int8 CPU variant of the text
+            encoder (``text.int8_file``, exported with ``--text-int8``). None: whenever
+            the bundle has one and ONNX Runtime runs on the CPU; False: always the float
+            graph. Crops always go through the float crop encoder.
     """
 
     def __init__(
@@ -373,6 +377,7 @@ class PersonSearcher:
         engine_dir: str | os.PathLike[str] | None = None,
         intra_op_threads: int = 0,
         text_embeddings: bool | None = None,
+        text_int8: bool | None = None,
     ) -> None:
         if not isinstance(bundle, (Bundle, str, os.PathLike)):
             raise InputError(
@@ -409,6 +414,19 @@ class PersonSearcher:
                 "(export with --text-checkpoint)"
             )
         self.text_embeddings = self.manifest.has_text if text_embeddings is None else bool(text_embeddings)
+        int8_file = self.manifest.text.int8_file if self.manifest.text is not None else None
+        on_cpu_ort = backend == "ort" and device == "cpu"
+        if text_int8 and (int8_file is None or not on_cpu_ort):
+            raise InputError(
+                "text_int8=True needs a bundle exported with --text-int8 and ONNX Runtime on the CPU; "
+                f"{self.bundle.root} {'has no int8 text encoder' if int8_file is None else 'runs elsewhere'}"
+            )
+        #: The int8 text encoder file used for sentences, or None for the float graph.
+        self.text_int8_file = (
+            self.bundle.root / int8_file
+            if int8_file is not None and on_cpu_ort and text_int8 is not False
+            else None
+        )
 
     # ---- construction ---------------------------------------------------------------------------
 
@@ -444,8 +462,15 @@ class PersonSearcher:
             BundleError: The bundle has no text graphs (the message says how to export them).
         """
         if self._sentence_encoder is None:
-            self._sentence_encoder = SentenceEncoder(self.bundle, self._stage)
+            self._sentence_encoder = SentenceEncoder(self.bundle, self._text_stage)
         return self._sentence_encoder
+
+    def _text_stage(self, role: str) -> Any:
+        if role == "text_encoder" and self.text_int8_file is not None:
+            return create_backend(
+                "ort", self.text_int8_file, device=self.device, intra_op_threads=self.intra_op_threads
+            )
+        return self._stage(role)
 
     # ---- detection --------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import pytest
 import torch
 from personsearch_export.checkpoint_io import LoadedCheckpoint
 from personsearch_export.errors import ExportError
-from personsearch_export.exporter import export_graphs, format_parity
+from personsearch_export.exporter import export_bundle, export_graphs, format_parity
 from personsearch_export.onnx_export import export_module
 from personsearch_export.precision import emulate_fp16, holds_fp16
 from personsearch_export.text_graphs import (
@@ -740,3 +740,54 @@ def test_eval_with_a_bundle_imports_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+
+
+# --- the int8 CPU variant (--text-int8) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory, text_loaded) -> Path:
+    return _with_text(
+        make_toy_bundle(tmp_path_factory.mktemp("bundle") / "b8"), text_loaded, max_batch=MAX_BATCH, int8=True
+    )
+
+
+@pytest.mark.slow
+def test_text_int8_writes_a_quantised_variant_recorded_and_hashed_in_the_manifest(int8_bundle, text_loaded):
+    from personsearch_export.text_graphs import INT8_TEXT_ENCODER_FILE
+    from personsearch_runtime.errors import BundleError
+
+    text = Bundle.load(int8_bundle).manifest.text
+    assert text.int8_file == INT8_TEXT_ENCODER_FILE
+    assert text.int8_sha256 == file_sha256(int8_bundle / INT8_TEXT_ENCODER_FILE)
+    ops = {n.op_type for n in onnx.load(str(int8_bundle / INT8_TEXT_ENCODER_FILE)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "MatMulInteger" not in {
+        n.op_type for n in onnx.load(str(int8_bundle / "text_encoder.onnx")).graph.node
+    }
+    # A damaged variant is refused on load like any graph of the bundle.
+    (int8_bundle / INT8_TEXT_ENCODER_FILE).write_bytes(b"damaged")
+    try:
+        with pytest.raises(BundleError, match="text.int8_sha256"):
+            Bundle.load(int8_bundle)
+    finally:
+        write_text_graphs(text_loaded, int8_bundle, opset=17, max_batch=MAX_BATCH, int8=True)
+
+
+@pytest.mark.slow
+def test_text_int8_parity_row_is_checked_and_close(int8_bundle, text_loaded):
+    from personsearch_export.text_parity import INT8_TOLERANCE
+
+    report = run_text_parity(int8_bundle, text_loaded.model, random_cases=0, fp16_variants=False)
+    row = report["outputs"]["text_encoder.embeddings int8 (1-cos)"]
+    assert not row.get("informational") and row["tolerance"] == INT8_TOLERANCE
+    assert 0.0 < row["worst"] <= INT8_TOLERANCE and report["passed"]  # int8 is close, not exact
+    assert all("int8_cosine_distance" in c for c in report["text"]["cases"] if c["case"] != "crops")
+
+
+def test_text_int8_needs_a_text_checkpoint_and_fp32(text_loaded, tmp_path):
+    with pytest.raises(
+        ExportError, match="--text-int8 quantises the text encoder: it needs --text-checkpoint"
+    ):
+        export_bundle("unused", tmp_path / "b", text_int8=True)
+    with pytest.raises(ExportError, match="export with --precision fp32"):
+        write_text_graphs(text_loaded, tmp_path, opset=17, precision="fp16", int8=True)

@@ -27,7 +27,7 @@ from personsearch_runtime.text_search import (
     crop_person_boxes,
 )
 from scene_files import PALETTE, crop_of, scene_layout, write_scenes
-from tiny_bundle import MAX_TOKENS, TEXT_DIM, add_text_graphs, embed_colour_text, write_tiny_bundle
+from tiny_bundle import MAX_TOKENS, TEXT_DIM, TEXT_SEED, add_text_graphs, embed_colour_text, write_tiny_bundle
 
 RED, GREEN, BLUE = PALETTE[0], PALETTE[1], PALETTE[2]
 
@@ -442,3 +442,30 @@ def test_sentence_search_never_loads_torch(text_gallery) -> None:  # noqa: ANN00
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_int8_text_encoder_is_used_on_the_cpu_unless_refused(tmp_path: Path) -> None:
+    bundle = add_text_graphs(write_tiny_bundle(tmp_path / "b8"), int8_seed=TEXT_SEED + 1)
+    float_red = embed_colour_text(np.array([RED]))[0]
+    int8_red = embed_colour_text(np.array([RED]), seed=TEXT_SEED + 1)[0]
+    default = PersonSearcher(bundle=bundle)
+    assert default.text_int8_file == bundle / "text_encoder.int8.onnx"
+    np.testing.assert_allclose(default.encode_sentences("red")[0], int8_red, atol=1e-6)
+    refused = PersonSearcher(bundle=bundle, text_int8=False)
+    np.testing.assert_allclose(refused.encode_sentences("red")[0], float_red, atol=1e-6)
+    # Crops always go through the float crop encoder.
+    crops = crop_person_boxes(crop_of(RED), np.array([[0, 0, 8, 8]]), (16, 8))
+    np.testing.assert_allclose(
+        default.sentence_encoder.embed_crops(crops), refused.sentence_encoder.embed_crops(crops)
+    )
+    with pytest.raises(InputError, match="needs a bundle exported with --text-int8"):
+        PersonSearcher(bundle=add_text_graphs(write_tiny_bundle(tmp_path / "b")), text_int8=True)
+
+
+def test_an_int8_file_needs_its_hash(tmp_path: Path) -> None:
+    bundle = add_text_graphs(write_tiny_bundle(tmp_path / "b8"), int8_seed=TEXT_SEED + 1)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["text"]["int8_sha256"] = None
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="int8_file and int8_sha256 come together"):
+        Bundle.load(bundle)

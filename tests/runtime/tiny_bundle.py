@@ -483,8 +483,14 @@ def crop_encoder_model(seed: int = TEXT_SEED) -> onnx.ModelProto:
     return _model(nodes, inputs, outputs, "tiny_crop_encoder")
 
 
-def add_text_graphs(root: Path, *, text_checkpoint: str | None = None, seed: int = TEXT_SEED) -> Path:
-    """Add the tiny text and crop encoders and MiniLM's tokenizer to the bundle at ``root``."""
+def add_text_graphs(
+    root: Path, *, text_checkpoint: str | None = None, seed: int = TEXT_SEED, int8_seed: int | None = None
+) -> Path:
+    """Add the tiny text and crop encoders and MiniLM's tokenizer to the bundle at ``root``.
+
+    With ``int8_seed`` the bundle also gets a ``text_encoder.int8.onnx``: the same graph
+    built with that seed, so a test can tell which of the two encoded a sentence.
+    """
     import dataclasses
     import shutil
 
@@ -506,6 +512,11 @@ def add_text_graphs(root: Path, *, text_checkpoint: str | None = None, seed: int
         data = model.SerializeToString()
         (root / f"{role}.onnx").write_bytes(data)
         models[role] = _spec(role, f"{role}.onnx", data, ins, [("embeddings", f32, ("B", TEXT_DIM))], dims)
+    int8_file = int8_sha = None
+    if int8_seed is not None:
+        data = text_encoder_model(int8_seed).SerializeToString()
+        (root / "text_encoder.int8.onnx").write_bytes(data)
+        int8_file, int8_sha = "text_encoder.int8.onnx", hashlib.sha256(data).hexdigest()
     manifest = dataclasses.replace(
         bundle.manifest,
         models=models,
@@ -518,6 +529,8 @@ def add_text_graphs(root: Path, *, text_checkpoint: str | None = None, seed: int
             checkpoint_sha256=text_checkpoint or hashlib.sha256(f"tiny-text-{seed}".encode()).hexdigest(),
             model_name="tiny_colour_words",
             method="irra",
+            int8_file=int8_file,
+            int8_sha256=int8_sha,
         ),
     )
     write_manifest(root, manifest)

@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "parity; --opset, --precision and --max-batch apply to them too",
     )
     parser.add_argument(
+        "--text-int8",
+        action="store_true",
+        help="with --text-checkpoint: also write text_encoder.int8.onnx, an int8 CPU variant of the text "
+        "encoder (dynamic quantisation) that the runtime uses with ONNX Runtime on the CPU",
+    )
+    parser.add_argument(
         "--opset", type=int, default=17, help="ONNX opset (>= 16, for RoiAlign's coordinate mode)"
     )
     parser.add_argument(
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         rpn_pre_nms_top_n=args.rpn_pre_nms_top_n,
         text_checkpoint=args.text_checkpoint,
+        text_int8=args.text_int8,
     )
     print(f"wrote {args.out}")
     note = rpn_note(report)

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
             "sentence search: no (export with --text-checkpoint to add it)"
             if text is None
             else f"sentence search: yes ({text.model_name} trained by {text.method}: {text.embedding_dim}-d, "
-            f"crops {text.crop_size[0]}x{text.crop_size[1]}, up to {tokenizer.max_length} tokens)"
+            f"crops {text.crop_size[0]}x{text.crop_size[1]}, up to {tokenizer.max_length} tokens"
+            f"{', int8 text encoder for the CPU' if text.int8_file else ''})"
         )
     if args.json:
         print(json.dumps(payload, indent=2))
