@@ -55,6 +55,8 @@ __all__ = [
     "float_input_types",
     "holds_fp16",
     "install_converted_nodes",
+    "known_element_types",
+    "saturate_to_half",
 ]
 
 #: Ops that may run in fp16 inside the feature region (the convolution trunk and heads).
@@ -128,8 +130,8 @@ class Fp16Report:
         }
 
 
-def _known_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor shape inference can name."""
+def known_element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type (``TensorProto`` enum) of every tensor shape inference can name, initializers included."""
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
     types: dict[str, int] = {}
@@ -142,7 +144,8 @@ def _known_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _to_half(array: np.ndarray, name: str, report: Fp16Report) -> np.ndarray:
+def saturate_to_half(array: np.ndarray, name: str, report: Fp16Report) -> np.ndarray:
+    """``array`` as float16, values beyond +-65504 saturated (and ``name`` recorded in ``report``)."""
     finite = np.isfinite(array)
     if np.any(np.abs(array[finite]) > _HALF_MAX):
         report.clipped_constants.append(name)
@@ -216,7 +219,9 @@ class _Rewriter:
             array = self.constant_array(tensor)
             assert array is not None
             name = self.fresh(f"{tensor}_fp16")
-            self.new_initializers.append(numpy_helper.from_array(_to_half(array, tensor, self.report), name))
+            self.new_initializers.append(
+                numpy_helper.from_array(saturate_to_half(array, tensor, self.report), name)
+            )
             self.half_constants[tensor] = name
         return self.half_constants[tensor]
 
@@ -258,7 +263,7 @@ def convert_to_fp16(
     feature_source_ops = frozenset(feature_source_ops)
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    types = _known_types(model)
+    types = known_element_types(model)
     if _HALF in types.values():
         raise ExportError(f"graph {graph.name!r} already holds float16 tensors; convert a float32 graph")
     inputs = float_input_types(model)
@@ -463,7 +468,7 @@ def emulate_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    types = _known_types(model)
+    types = known_element_types(model)
     for init in graph.initializer:
         if init.data_type == _HALF:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -65,7 +64,13 @@ from personsearch_runtime.bundle import (
 from personsearch_export.checkpoint_io import LoadedCheckpoint, load_checkpoint
 from personsearch_export.errors import CheckpointError, ExportError
 from personsearch_export.onnx_export import check_opset, export_module
-from personsearch_export.precision import Fp16Report, convert_file_to_fp16, install_converted_nodes
+from personsearch_export.precision import (
+    Fp16Report,
+    convert_file_to_fp16,
+    install_converted_nodes,
+    known_element_types,
+    saturate_to_half,
+)
 
 if TYPE_CHECKING:
     from personsearch_train.models.dual_encoder import DualEncoder
@@ -111,7 +116,6 @@ TEXT_FP16_OPS: frozenset[str] = frozenset({"MatMul", "Gemm"})
 
 _FLOAT = TensorProto.FLOAT
 _HALF = TensorProto.FLOAT16
-_HALF_MAX = 65504.0
 #: Token lengths tried for tracing, first unused one wins: a traced size equal to a static
 #: size of the graph (the tokenizer's max_length, a head width, ...) could be baked in.
 _TRACE_TOKENS = (13, 11, 17, 19, 7, 5, 3)
@@ -508,14 +512,6 @@ def write_int8_text_encoder(source: Path, target: Path) -> Path:
     return target
 
 
-def _saturate_half(array: np.ndarray, name: str, report: Fp16Report) -> np.ndarray:
-    finite = np.isfinite(array)
-    if np.any(np.abs(array[finite]) > _HALF_MAX):
-        report.clipped_constants.append(name)
-        array = np.where(finite, np.clip(array, -_HALF_MAX, _HALF_MAX), array)
-    return array.astype(np.float16)
-
-
 def convert_text_encoder_to_fp16(
     model: onnx.ModelProto, *, fp16_ops: Iterable[str] = TEXT_FP16_OPS
 ) -> tuple[onnx.ModelProto, Fp16Report]:
@@ -541,13 +537,8 @@ def convert_text_encoder_to_fp16(
     fp16_ops = frozenset(fp16_ops)
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {
-        v.name: v.type.tensor_type.elem_type
-        for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
-    }
+    types = known_element_types(model)
     initializers = {t.name: t for t in graph.initializer}
-    types.update({name: t.data_type for name, t in initializers.items()})
     if _HALF in types.values():
         raise ExportError(f"graph {graph.name!r} already holds float16 tensors; convert a float32 graph")
     report = Fp16Report()
@@ -571,7 +562,9 @@ def convert_text_encoder_to_fp16(
             if tensor not in half_weights:
                 name = fresh(f"{tensor}_fp16")
                 array = numpy_helper.to_array(initializers[tensor])
-                new_initializers.append(numpy_helper.from_array(_saturate_half(array, tensor, report), name))
+                new_initializers.append(
+                    numpy_helper.from_array(saturate_to_half(array, tensor, report), name)
+                )
                 half_weights[tensor] = name
             return half_weights[tensor]
         if tensor not in casts:
