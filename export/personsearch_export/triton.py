@@ -197,6 +197,8 @@ def write_repository(
 
     The repository is assembled in a temporary folder next to ``out`` and renamed into
     place, so an interrupted run leaves nothing half-written.
+    A bundle's ``text_encoder`` model folder also gets the bundle's ``tokenizer.json``:
+    Triton serves token ids, and clients must tokenise as the graph was exported.
 
     Args:
         bundle: The loaded bundle.
@@ -264,6 +266,10 @@ def write_repository(
                 cc_model_filenames=cc_files,
             )
             (tmp / name / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
+            if role == "text_encoder" and bundle.manifest.tokenizer is not None:
+                # Triton serves token ids; clients tokenise with the file the graph was
+                # exported with (Triton ignores files beside the version folders).
+                shutil.copy2(bundle.root / bundle.manifest.tokenizer.file, tmp / name / "tokenizer.json")
             configs[name] = config
         if out.exists():
             out.rmdir()

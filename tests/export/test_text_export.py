@@ -575,6 +575,11 @@ def test_triton_repository_has_both_text_models_with_dynamic_dims(text_bundle, t
         role = name.removeprefix("personsearch_")
         assert file_sha256(repo / name / "1" / "model.onnx") == file_sha256(text_bundle / f"{role}.onnx")
         assert f"max_batch_size: {batch}" in (repo / name / "config.pbtxt").read_text()
+    # Clients tokenise with the bundle's own tokenizer, shipped beside the text model.
+    assert file_sha256(repo / "personsearch_text_encoder" / "tokenizer.json") == file_sha256(
+        text_bundle / "tokenizer.json"
+    )
+    assert not (repo / "personsearch_crop_encoder" / "tokenizer.json").exists()
 
 
 def test_build_engine_builds_the_text_engines_with_token_length_profiles(
