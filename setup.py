@@ -102,7 +102,7 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={
-        "personsearch_runtime": ["py.typed"],
+        "personsearch_runtime": ["py.typed", "gpu/*.cuh"],
         "personsearch_ops": [
             "py.typed",
             "csrc/*.h",

@@ -54,7 +54,12 @@ from personsearch_runtime.preprocess import (
 )
 from personsearch_runtime.results import Detections, SearchHit
 from personsearch_runtime.sources import Frame, FrameReader, expand_sources
-from personsearch_runtime.text_search import SentenceEncoder, combine_sentence_embeddings, crop_person_boxes
+from personsearch_runtime.text_search import (
+    SentenceEncoder,
+    combine_sentence_embeddings,
+    crop_person_boxes,
+    integer_crop_boxes,
+)
 
 __all__ = [
     "PIPELINES",
@@ -408,6 +413,7 @@ class PersonSearcher:
         self._detector = self._make_detector()
         self._query_encoder: Any = None
         self._sentence_encoder: SentenceEncoder | None = None
+        self._device_cropper: Any = None  # GPU crops, made on first use on a CUDA device
         if text_embeddings and not self.manifest.has_text:
             raise InputError(
                 f"text_embeddings=True needs a bundle with the text encoder; {self.bundle.root} has none "
@@ -551,6 +557,19 @@ class PersonSearcher:
     def _crop_embeddings(self, chunk: Sequence[Frame], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Crop-encoder embeddings of every detection of a chunk, all crops in shared batches."""
         encoder = self.sentence_encoder
+        cropper = self._gpu_cropper()
+        if cropper is not None:
+            # On the GPU each frame goes up once and its people are cut out there.
+            import cupy
+
+            size = encoder.spec.crop_size
+            parts = [
+                cropper(frame.image, integer_crop_boxes(b, *frame.image.shape[:2]), size)
+                for frame, b in zip(chunk, boxes, strict=True)
+            ]
+            embeddings = encoder.embed_crops(cupy.concatenate(parts))
+            bounds = np.cumsum([0] + [len(b) for b in boxes])
+            return [embeddings[bounds[i] : bounds[i + 1]] for i in range(len(boxes))]
         crops = [
             crop_person_boxes(frame.image, b, encoder.spec.crop_size)
             for frame, b in zip(chunk, boxes, strict=True)
@@ -788,6 +807,26 @@ class PersonSearcher:
         gallery.check_bundle(self.bundle)
         query = self.embed_boxes(frame_bgr, [box], min_side=MIN_QUERY_SIDE)
         return gallery.search(query, top_k=top_k, score_weighted=score_weighted)[0]
+
+    def _gpu_cropper(self) -> Any:
+        """The device cropper on a CUDA device (None on the CPU, or without CuPy / cuda-python)."""
+        if not self.device.startswith("cuda"):
+            return None
+        if self._device_cropper is None:
+            try:
+                from personsearch_runtime.gpu.person_crops import DeviceCropper
+
+                index = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+                self._device_cropper = DeviceCropper(index)
+            except (ImportError, PersonSearchError) as exc:
+                warnings.warn(
+                    f'person crops are cut on the host ({exc}); install "personsearch[gpu]" to cut them on '
+                    "the GPU",
+                    SlowPathWarning,
+                    stacklevel=3,
+                )
+                self._device_cropper = False
+        return self._device_cropper or None
 
     # ---- sentence search ----------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ __all__ = [
     "check_sentence",
     "combine_sentence_embeddings",
     "crop_person_boxes",
+    "integer_crop_boxes",
 ]
 
 
@@ -121,13 +122,40 @@ def combine_sentence_embeddings(embeddings: np.ndarray) -> np.ndarray:
     return l2_normalize(embeddings.mean(axis=0, keepdims=True))
 
 
+def integer_crop_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Round boxes outwards to whole pixels inside the frame (the rule of both crop paths).
+
+    ``x1 = floor(clip(x1, 0, W - 1))``, ``y1 = floor(clip(y1, 0, H - 1))``,
+    ``x2 = max(ceil(clip(x2, 0, W)), x1 + 1)``, ``y2 = max(ceil(clip(y2, 0, H)), y1 + 1)``.
+
+    Args:
+        boxes: [M, 4] float xyxy pixels, finite.
+        height: Frame height.
+        width: Frame width.
+
+    Returns:
+        [M, 4] int32 ``x1, y1, x2, y2`` with ``0 <= x1 < x2 <= W`` and ``0 <= y1 < y2 <= H``.
+    """
+    out = np.empty((len(boxes), 4), np.int32)
+    for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        left = math.floor(min(max(x1, 0.0), width - 1))
+        top = math.floor(min(max(y1, 0.0), height - 1))
+        out[i] = (
+            left,
+            top,
+            max(math.ceil(min(max(x2, 0.0), width)), left + 1),
+            max(math.ceil(min(max(y2, 0.0), height)), top + 1),
+        )
+    return out
+
+
 def crop_person_boxes(image_bgr: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Cut each box out of a frame and resize it to the crop encoder's input.
 
-    Rule (shared with the trainer): ``x1 = floor(clip(x1, 0, W - 1))``,
-    ``y1 = floor(clip(y1, 0, H - 1))``, ``x2 = max(ceil(clip(x2, 0, W)), x1 + 1)``,
-    ``y2 = max(ceil(clip(y2, 0, H)), y1 + 1)``; the pixels ``[y1:y2, x1:x2]`` are resized
-    with OpenCV's ``INTER_LINEAR`` to ``size`` and turned into RGB in ``[0, 1]``.
+    The box is rounded outwards to whole pixels inside the frame
+    (:func:`integer_crop_boxes`, the rule shared with the trainer and the GPU path); the
+    pixels ``[y1:y2, x1:x2]`` are resized with OpenCV's ``INTER_LINEAR`` to ``size`` and
+    turned into RGB in ``[0, 1]``.
 
     Args:
         image_bgr: [H, W, 3] uint8 BGR frame.
@@ -146,14 +174,9 @@ def crop_person_boxes(image_bgr: np.ndarray, boxes: np.ndarray, size: tuple[int,
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
     if not np.isfinite(boxes).all():
         raise InputError("boxes are not finite; expected [M, 4] pixel coordinates x1, y1, x2, y2")
-    height, width = image_bgr.shape[:2]
     crop_h, crop_w = int(size[0]), int(size[1])
     out = np.empty((len(boxes), 3, crop_h, crop_w), np.float32)
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
-        left = math.floor(min(max(x1, 0.0), width - 1))
-        top = math.floor(min(max(y1, 0.0), height - 1))
-        right = max(math.ceil(min(max(x2, 0.0), width)), left + 1)
-        bottom = max(math.ceil(min(max(y2, 0.0), height)), top + 1)
+    for i, (left, top, right, bottom) in enumerate(integer_crop_boxes(boxes, *image_bgr.shape[:2])):
         crop = cv2.resize(image_bgr[top:bottom, left:right], (crop_w, crop_h), interpolation=cv2.INTER_LINEAR)
         out[i] = crop[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
     return out
@@ -268,8 +291,10 @@ class SentenceEncoder:
         if role not in self._stages:
             self._stages[role] = self._stage(role)
         model = self.bundle.manifest.models[role]
-        out = self._stages[role].run(feed)
-        return np.asarray(out[model.outputs[0].name], np.float32)
+        value = self._stages[role].run(feed)[model.outputs[0].name]
+        if not isinstance(value, np.ndarray) and hasattr(value, "get"):
+            value = value.get()  # a device array (CuPy): embeddings are small, bring them home
+        return np.asarray(value, np.float32)
 
     def encode(self, sentences: Sequence[str] | str, *, name: str = "text") -> np.ndarray:
         """Embed sentences.
@@ -315,8 +340,15 @@ class SentenceEncoder:
             parts.append(self._run("text_encoder", feed))
         return l2_normalize(np.concatenate(parts))
 
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embed prepared crops ([M, 3, Hc, Wc] float32 RGB in [0, 1]); returns [M, E] float32."""
+    def embed_crops(self, crops: Any) -> np.ndarray:
+        """Embed prepared crops.
+
+        Args:
+            crops: [M, 3, Hc, Wc] float32 RGB in [0, 1], a numpy array or (GPU path) a CuPy one.
+
+        Returns:
+            [M, E] float32 unit embeddings, on the host.
+        """
         model = self.bundle.manifest.models["crop_encoder"]
         if not len(crops):
             return np.zeros((0, self.embedding_dim), np.float32)

@@ -345,3 +345,56 @@ def test_trt_run_device_queues_on_the_stream_it_is_given(monkeypatch: pytest.Mon
     out = backend.run_device({"roi_features": Array((5, 3, 2, 2), "float32")}, stream=0x7F00)
     assert calls == [("set_optimization_profile_async", 0x7F00), ("execute_async_v3", 0x7F00)]
     assert out["box_scores"].shape == (5,)
+
+
+# ---- person crops for the crop encoder --------------------------------------------------------------
+
+
+def test_the_crop_kernels_arithmetic_is_opencvs_within_one_level() -> None:
+    from personsearch_runtime.gpu.person_crops import reference_crops
+    from personsearch_runtime.text_search import crop_person_boxes, integer_crop_boxes
+
+    rng = np.random.default_rng(0)
+    exact = total = 0
+    for _ in range(60):
+        height, width = (int(v) for v in rng.integers(8, 240, 2))
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        xy = rng.uniform(-20, max(height, width), (4, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0.3, 150, (4, 2))], 1)
+        size = tuple(int(v) for v in rng.integers(4, 160, 2))
+        cpu = crop_person_boxes(image, boxes, size)
+        gpu_rule = reference_crops(image, integer_crop_boxes(boxes, height, width), size)
+        levels = np.abs(cpu - gpu_rule) * 255
+        assert levels.max() <= 1.0 + 1e-4  # OpenCV's 11-bit fixed-point weights vs float32
+        exact += int((levels < 1e-4).sum())
+        total += levels.size
+    assert exact / total > 0.8  # most values agree exactly (87 % on these draws)
+    # Whole-pixel box, same size: a copy, exactly.
+    image = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    same = reference_crops(image, np.array([[2, 3, 12, 23]], np.int32), (20, 10))
+    np.testing.assert_array_equal(same[0], image[3:23, 2:12, ::-1].transpose(2, 0, 1) / np.float32(255))
+
+
+@needs_nvrtc
+def test_nvrtc_compiles_the_crop_kernel(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from personsearch_runtime.gpu.person_crops import CROP_KERNEL, CROP_KERNEL_SOURCE
+
+    monkeypatch.setenv("PERSONSEARCH_CACHE", str(tmp_path))
+    compiled = compile_kernels("compute_80", source=CROP_KERNEL_SOURCE, cache_name="person_crops")
+    assert f".entry {CROP_KERNEL}(".encode() in compiled.image
+    assert any(p.name.startswith("person_crops_compute_80_") for p in tmp_path.rglob("*.ptx"))
+
+
+@pytest.mark.needs_cuda
+def test_device_crops_match_the_reference() -> None:
+    cupy = pytest.importorskip("cupy")
+    from personsearch_runtime.gpu.person_crops import DeviceCropper, reference_crops
+    from personsearch_runtime.text_search import integer_crop_boxes
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (180, 320, 3), dtype=np.uint8)
+    xy = rng.uniform(-10, 300, (40, 2))
+    boxes = integer_crop_boxes(np.concatenate([xy, xy + rng.uniform(1, 120, (40, 2))], 1), 180, 320)
+    crops = DeviceCropper()(image, boxes, (96, 32))
+    np.testing.assert_allclose(cupy.asnumpy(crops), reference_crops(image, boxes, (96, 32)), atol=1e-6)
+    assert DeviceCropper()(image, boxes[:0], (96, 32)).shape == (0, 3, 96, 32)

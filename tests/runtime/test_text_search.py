@@ -469,3 +469,32 @@ def test_an_int8_file_needs_its_hash(tmp_path: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="int8_file and int8_sha256 come together"):
         Bundle.load(bundle)
+
+
+def test_the_gpu_crop_path_feeds_the_crop_encoder_the_kernels_crops(text_bundle: Path, monkeypatch) -> None:  # noqa: ANN001
+    # Stand-ins: the device cropper is the kernel's numpy reference, CuPy's concatenate is numpy's.
+    import sys
+    import types
+
+    from personsearch_runtime.gpu.person_crops import reference_crops
+    from personsearch_runtime.sources import Frame
+
+    calls = []
+
+    def cropper(image, boxes, size):  # noqa: ANN001, ANN202
+        calls.append(boxes.copy())
+        return reference_crops(image, boxes, size)
+
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(concatenate=np.concatenate))
+    searcher = PersonSearcher(bundle=text_bundle)
+    frames = [Frame("a", 0, None, scene_image) for scene_image in (crop_of(RED), crop_of(BLUE))]
+    boxes = [
+        np.array([[0.4, 0.2, 7.6, 15.0], [2.0, 2.0, 6.0, 9.0]], np.float32),
+        np.zeros((0, 4), np.float32),
+    ]
+    host = searcher._crop_embeddings(frames, boxes)
+    monkeypatch.setattr(searcher, "_gpu_cropper", lambda: cropper)
+    device = searcher._crop_embeddings(frames, boxes)
+    assert [c.tolist() for c in calls] == [[[0, 0, 8, 15], [2, 2, 6, 9]], []]
+    assert [d.shape for d in device] == [(2, TEXT_DIM), (0, TEXT_DIM)]
+    np.testing.assert_allclose(device[0], host[0], atol=1e-4)

@@ -31,6 +31,7 @@ __all__ = [
     "cuda_include_dir",
     "entry_point",
     "kernel_source_path",
+    "load_module",
 ]
 
 #: Where personsearch_ops installs the kernel source, relative to its package folder.
@@ -143,13 +144,16 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def compile_kernels(arch: str, *, source: Path | None = None, use_cache: bool = True) -> CompiledKernels:
-    """Compile the RoIAlign kernels with NVRTC.
+def compile_kernels(
+    arch: str, *, source: Path | None = None, use_cache: bool = True, cache_name: str = "roi_align"
+) -> CompiledKernels:
+    """Compile a kernel file with NVRTC (the RoIAlign kernels by default).
 
     Args:
         arch: ``"sm_90"`` for a CUBIN for that GPU, or ``"compute_90"`` for PTX.
-        source: Kernel file (the installed one by default).
+        source: Kernel file (the installed RoIAlign one by default).
         use_cache: Reuse / store the result under ``~/.cache/personsearch/kernels``.
+        cache_name: Prefix of the cached file's name (the key is the source's hash).
 
     Returns:
         The compiled image.
@@ -163,7 +167,7 @@ def compile_kernels(arch: str, *, source: Path | None = None, use_cache: bool = 
     kind = "cubin" if arch.startswith("sm_") else "ptx"
     version = _nvrtc_check(nvrtc.nvrtcVersion(), "nvrtcVersion")
     key = hashlib.sha256(text + f"|{arch}|{version}".encode()).hexdigest()[:24]
-    cached = _cache_dir() / f"roi_align_{arch}_{key}.{kind}"
+    cached = _cache_dir() / f"{cache_name}_{arch}_{key}.{kind}"
     if use_cache and cached.is_file():
         return CompiledKernels(cached.read_bytes(), arch, kind, source)
     include = cuda_include_dir()
@@ -191,6 +195,36 @@ def compile_kernels(arch: str, *, source: Path | None = None, use_cache: bool = 
     return CompiledKernels(bytes(image), arch, kind, source)
 
 
+def load_module(compiled: CompiledKernels, name: str) -> Any:
+    """Load a compiled CUBIN as a CuPy ``RawModule``.
+
+    CuPy loads a module from a file; the file is content-addressed so concurrent
+    processes share it and it is never removed while a module may still read it.
+
+    Args:
+        compiled: The CUBIN (:func:`compile_kernels` with an ``sm_XX`` architecture).
+        name: Prefix of the file's name.
+
+    Raises:
+        KernelError: Neither the cache nor the temp folder can be written.
+    """
+    import cupy
+
+    digest = hashlib.sha256(compiled.image).hexdigest()[:24]
+    file_name = f"{name}_{compiled.arch}_{digest}.cubin"
+    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / "personsearch-kernels"):
+        try:
+            path = folder / file_name
+            if not path.is_file():
+                atomic_write_bytes(path, compiled.image)
+            break
+        except OSError:
+            continue
+    else:
+        raise KernelError(f"cannot write the compiled {name} kernel to the cache or the temp folder")
+    return cupy.RawModule(path=str(path))
+
+
 class RoIAlignKernel:
     """Launches our RoIAlign forward kernel on CuPy arrays (no host round trip).
 
@@ -206,21 +240,7 @@ class RoIAlignKernel:
         self._cupy = cupy
         major, minor = compute_capability(device)
         self.compiled = compile_kernels(f"sm_{major}{minor}")
-        # CuPy loads a module from a file; the file is content-addressed so concurrent
-        # processes share it and it is never removed while a module may still read it.
-        digest = hashlib.sha256(self.compiled.image).hexdigest()[:24]
-        name = f"roi_align_sm_{major}{minor}_{digest}.cubin"
-        for folder in (_cache_dir(), Path(tempfile.gettempdir()) / "personsearch-kernels"):
-            try:
-                path = folder / name
-                if not path.is_file():
-                    atomic_write_bytes(path, self.compiled.image)
-                break
-            except OSError:
-                continue
-        else:
-            raise KernelError("cannot write the compiled RoIAlign kernel to the cache or the temp folder")
-        self._module = cupy.RawModule(path=str(path))
+        self._module = load_module(self.compiled, "roi_align")
         self._functions: dict[str, Any] = {}
 
     def __call__(self, features: Any, rois: Any, spec: RoIAlignSpec) -> Any:
