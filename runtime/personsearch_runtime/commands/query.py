@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from personsearch_runtime.atomic_files import atomic_write_bytes
@@ -183,49 +185,45 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _search_box_elsewhere(searcher, gallery, frame, args: argparse.Namespace) -> list:  # noqa: ANN001
-    """``search_box`` without the hits from the query frame itself, unless asked to keep them.
-
-    The gallery is asked for more hits until ``--top-k`` remain after leaving the query
-    frame's detections out, or the whole gallery has been ranked.
-    """
-    if args.include_query_frame:
-        return searcher.search_box(
-            gallery, frame, args.box, top_k=args.top_k, score_weighted=args.score_weighted
-        )
-    wanted = args.top_k
-    while True:
-        hits = searcher.search_box(gallery, frame, args.box, top_k=wanted, score_weighted=args.score_weighted)
-        kept = [h for h in hits if not _same_file(h.source, args.frame)]
-        if len(kept) >= args.top_k or len(hits) < wanted or wanted >= len(gallery):
-            break
-        wanted = min(2 * wanted + len(hits) - len(kept), len(gallery))
-    return [dataclasses.replace(h, rank=rank) for rank, h in enumerate(kept[: args.top_k], 1)]
-
-
-def _search_mixed(searcher, gallery, query, sentences: list[str], args: argparse.Namespace) -> list:  # noqa: ANN001
-    """Fused sentence + image search; a ``--frame`` query leaves its own frame out as image queries do."""
+def _search(searcher, gallery, query, sentences: list[str], args: argparse.Namespace, top_k: int) -> list:  # noqa: ANN001
+    """One search for what the user gave: sentences, an image (crop or frame + box), or both fused."""
     crop = query if args.image is not None else None
     frame = query if args.frame is not None else None
-    wanted = args.top_k
-    while True:
-        hits = searcher.search_mixed(
+    if sentences and query is not None:
+        return searcher.search_mixed(
             gallery,
             sentences,
             crop_bgr=crop,
             frame_bgr=frame,
             box=args.box,
             text_weight=args.text_weight,
-            top_k=wanted,
+            top_k=top_k,
         )
-        kept = [
-            h
-            for h in hits
-            if frame is None or args.include_query_frame or not _same_file(h.source, args.frame)
-        ]
-        if len(kept) >= args.top_k or len(hits) < wanted or wanted >= len(gallery):
+    if sentences:
+        return searcher.search_text(gallery, sentences, top_k, score_weighted=args.score_weighted)
+    if crop is not None:
+        return searcher.search_crop(gallery, crop, top_k=top_k, score_weighted=args.score_weighted)
+    return searcher.search_box(gallery, frame, args.box, top_k=top_k, score_weighted=args.score_weighted)
+
+
+def _hits_outside_query_frame(
+    search: Callable[[int], list], gallery_size: int, args: argparse.Namespace
+) -> list:
+    """``search(top_k)``'s hits without those from the ``--frame`` query's own frame, unless kept.
+
+    The gallery is asked for more hits until ``--top-k`` remain after leaving the query
+    frame's detections out, or the whole gallery has been ranked. A crop or sentence
+    query (no ``--frame``), or ``--include-query-frame``, is one search.
+    """
+    if args.frame is None or args.include_query_frame:
+        return search(args.top_k)
+    wanted = args.top_k
+    while True:
+        hits = search(wanted)
+        kept = [h for h in hits if not _same_file(h.source, args.frame)]
+        if len(kept) >= args.top_k or len(hits) < wanted or wanted >= gallery_size:
             break
-        wanted = min(2 * wanted + len(hits) - len(kept), len(gallery))
+        wanted = min(2 * wanted + len(hits) - len(kept), gallery_size)
     return [dataclasses.replace(h, rank=rank) for rank, h in enumerate(kept[: args.top_k], 1)]
 
 
@@ -284,22 +282,12 @@ def run(args: argparse.Namespace) -> int:
         ) as gallery:
             if len(gallery) == 0:
                 raise PersonSearchError(f"gallery {args.gallery} is empty; index some images or videos first")
-            if sentences and query is not None:
-                if args.score_weighted:
-                    raise PersonSearchError(
-                        "--score-weighted applies to single-modality queries, not to --text with an image"
-                    )
-                hits = _search_mixed(searcher, gallery, query, sentences, args)
-            elif sentences:
-                hits = searcher.search_text(
-                    gallery, sentences, args.top_k, score_weighted=args.score_weighted
+            if sentences and query is not None and args.score_weighted:
+                raise PersonSearchError(
+                    "--score-weighted applies to single-modality queries, not to --text with an image"
                 )
-            elif args.image is not None:
-                hits = searcher.search_crop(
-                    gallery, query, top_k=args.top_k, score_weighted=args.score_weighted
-                )
-            else:
-                hits = _search_box_elsewhere(searcher, gallery, query, args)
+            search = functools.partial(_search, searcher, gallery, query, sentences, args)
+            hits = _hits_outside_query_frame(search, len(gallery), args)
     for warning in caught:
         if issubclass(warning.category, SentenceTruncatedWarning):
             print(f"personsearch query: warning: {warning.message}", file=sys.stderr)
