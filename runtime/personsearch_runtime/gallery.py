@@ -380,6 +380,11 @@ class _SearchSpace:
     gpu_covered: tuple[int, int] | None = None
 
 
+def _check_top_k(top_k: object) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise GalleryError(f"top_k must be a whole number >= 1, got {top_k!r}")
+
+
 def _hit(rank: int, similarity: float, ranking_score: float, row: dict[str, Any]) -> SearchHit:
     return SearchHit(
         rank=rank,
@@ -1460,13 +1465,13 @@ class GalleryIndex:
                 add it), the queries are not finite or of the wrong dimension, or
                 ``top_k`` is not a whole number >= 1.
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-            raise GalleryError(f"top_k must be a whole number >= 1, got {top_k!r}")
+        _check_top_k(top_k)
         target = self._space(space)
         queries = self._check_queries(queries, target)
         if not len(queries):
             return []
         fetch_at_least = max(4 * top_k, 100) if score_weighted else top_k
+        self.refresh()
         ids, cand_sims = self._candidates(target, queries, fetch_at_least)
         rows = self._rows({int(i) for i in ids.ravel() if i >= 0})
         results = []
@@ -1491,8 +1496,10 @@ class GalleryIndex:
     def _candidates(
         self, space: _SearchSpace, queries: np.ndarray, fetch: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``fetch`` most similar rows per query: (detection ids [Q, F] int64, -1 = none; sims [Q, F])."""
-        self.refresh()
+        """The ``fetch`` most similar rows per query: (detection ids [Q, F] int64, -1 = none; sims [Q, F]).
+
+        The caller refreshes the indexes first (once for all the spaces it searches).
+        """
         with self._lock:
             n = len(space.ids)
             if n == 0:
@@ -1546,14 +1553,14 @@ class GalleryIndex:
         Raises:
             GalleryError: No text space, bad queries, ``text_weight`` outside ``[0, 1]``.
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-            raise GalleryError(f"top_k must be a whole number >= 1, got {top_k!r}")
+        _check_top_k(top_k)
         if not isinstance(text_weight, numbers.Real) or not 0.0 <= float(text_weight) <= 1.0:
             raise GalleryError(f"text_weight must be a number in [0, 1], got {text_weight!r}")
         reid, text = self._space("reid"), self._space("text")
         reid_q = self._check_queries(reid_query, reid)[:1]
         text_q = self._check_queries(text_query, text)[:1]
         fetch = candidates if candidates is not None else max(4 * top_k, 100)
+        self.refresh()
         reid_ids, _ = self._candidates(reid, reid_q, fetch)
         text_ids, _ = self._candidates(text, text_q, fetch)
         ids = np.unique(np.concatenate([reid_ids.ravel(), text_ids.ravel()]))

@@ -557,28 +557,23 @@ class PersonSearcher:
     def _crop_embeddings(self, chunk: Sequence[Frame], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Crop-encoder embeddings of every detection of a chunk, all crops in shared batches."""
         encoder = self.sentence_encoder
+        size = encoder.spec.crop_size
         cropper = self._gpu_cropper()
         if cropper is not None:
             # On the GPU each frame goes up once and its people are cut out there.
             import cupy
 
-            size = encoder.spec.crop_size
-            parts = [
-                cropper(frame.image, integer_crop_boxes(b, *frame.image.shape[:2]), size)
-                for frame, b in zip(chunk, boxes, strict=True)
-            ]
-            embeddings = encoder.embed_crops(cupy.concatenate(parts))
-            bounds = np.cumsum([0] + [len(b) for b in boxes])
-            return [embeddings[bounds[i] : bounds[i + 1]] for i in range(len(boxes))]
-        crops = [
-            crop_person_boxes(frame.image, b, encoder.spec.crop_size)
-            for frame, b in zip(chunk, boxes, strict=True)
-        ]
-        embeddings = (
-            encoder.embed_crops(np.concatenate(crops)) if crops else np.zeros((0, encoder.embedding_dim))
-        )
-        bounds = np.cumsum([0] + [len(b) for b in boxes])
-        return [embeddings[bounds[i] : bounds[i + 1]] for i in range(len(boxes))]
+            crops = cupy.concatenate(
+                [
+                    cropper(frame.image, integer_crop_boxes(b, *frame.image.shape[:2]), size)
+                    for frame, b in zip(chunk, boxes, strict=True)
+                ]
+            )
+        else:
+            crops = np.concatenate(
+                [crop_person_boxes(frame.image, b, size) for frame, b in zip(chunk, boxes, strict=True)]
+            )
+        return np.split(encoder.embed_crops(crops), np.cumsum([len(b) for b in boxes])[:-1])
 
     # ---- query embeddings -------------------------------------------------------------------------
 
