@@ -249,7 +249,6 @@ def _query_by_sentence(prw_root: Path, bundle: Path, gallery: Path, out: Path) -
     """``personsearch query --text`` with the first query person's sentence; print who the hits are."""
     from personsearch_runtime.atomic_files import atomic_write_bytes
     from personsearch_runtime.cli import main as personsearch
-    from personsearch_train.data import load_prw
 
     sentence = _first_query_sentence(prw_root)
     argv = ["query", "--bundle", str(bundle), "--gallery", str(gallery), "--text", sentence, "--top-k", "10"]
@@ -262,16 +261,8 @@ def _query_by_sentence(prw_root: Path, bundle: Path, gallery: Path, out: Path) -
     if code:
         return code
     _, pid, _ = _first_query(prw_root)
-    truth = {
-        r.name: r
-        for split in ("train", "test")
-        for r in load_prw(prw_root, split, integer_boxes=False).images
-    }
     hits = json.loads((out / "hits.json").read_text())["hits"]
-    who = []
-    for hit in hits:
-        record = truth.get(Path(hit["source"]).name)
-        who.append(None if record is None else _hit_identity(record.boxes, record.pids, hit["box"]))
+    who = _hit_identities(prw_root, hits)
     ranks = [rank for rank, person in enumerate(who, 1) if person == pid]
     print(f"  person {pid}'s ranks among the top {len(hits)} sentence hits: {ranks or 'none'}")
     result = {"sentence": sentence, "query_pid": pid, "hit_pids": who, "ranks_of_query_person": ranks}
@@ -303,6 +294,22 @@ def _hit_identity(boxes, pids, box) -> int | None:  # noqa: ANN001 - numpy array
     return int(pids[best]) if iou[best] >= _MATCH_IOU else None
 
 
+def _hit_identities(prw_root: Path, hits: list[dict]) -> list[int | None]:
+    """The ground-truth pid each hit (``hits.json`` rows) is, by IoU >= 0.5 in its frame; None for nobody."""
+    from personsearch_train.data import load_prw
+
+    truth = {
+        record.name: record
+        for split in ("train", "test")
+        for record in load_prw(prw_root, split, integer_boxes=False).images
+    }
+    who: list[int | None] = []
+    for hit in hits:
+        record = truth.get(Path(hit["source"]).name)
+        who.append(None if record is None else _hit_identity(record.boxes, record.pids, hit["box"]))
+    return who
+
+
 def check_top_hit(prw_root: Path, query_dir: Path) -> int:
     """Say who the query's hits are, from the synthetic ground truth, and check the top one.
 
@@ -318,19 +325,13 @@ def check_top_hit(prw_root: Path, query_dir: Path) -> int:
         0 when the top hit is the query person, 1 otherwise.
     """
     from personsearch_runtime.atomic_files import atomic_write_bytes
-    from personsearch_train.data import load_prw
 
     frame_name, pid, _ = _first_query(prw_root)
-    truth = {}
-    for split in ("train", "test"):
-        for record in load_prw(prw_root, split, integer_boxes=False).images:
-            truth[record.name] = record
     hits = json.loads((query_dir / "hits.json").read_text())["hits"]
-    rows = []
-    for hit in hits:
-        record = truth.get(Path(hit["source"]).name)
-        who = None if record is None else _hit_identity(record.boxes, record.pids, hit["box"])
-        rows.append({"rank": hit["rank"], "frame": Path(hit["source"]).name, "pid": who, **hit})
+    rows = [
+        {"rank": hit["rank"], "frame": Path(hit["source"]).name, "pid": who, **hit}
+        for hit, who in zip(hits, _hit_identities(prw_root, hits), strict=True)
+    ]
     print(f"  query: person {pid} in {frame_name}")
     for row in rows[:5]:
         who = "no annotated person" if row["pid"] is None else f"person {row['pid']}"
