@@ -33,7 +33,7 @@ back to float32 where they would otherwise be fp16.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -419,16 +419,24 @@ def install_converted_nodes(
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
-def convert_file_to_fp16(path: str | Path) -> Fp16Report:
+def convert_file_to_fp16(
+    path: str | Path,
+    *,
+    convert: Callable[[onnx.ModelProto], tuple[onnx.ModelProto, Fp16Report]] | None = None,
+) -> Fp16Report:
     """Convert the float32 ONNX file at ``path`` to fp16 in place (atomically).
 
-    Entry inputs are the default of :func:`convert_to_fp16`.
+    Args:
+        path: The ONNX file.
+        convert: The conversion pass; :func:`convert_to_fp16` with its default entry
+            inputs when None (the text encoder's pass is
+            :func:`personsearch_export.text_graphs.convert_text_encoder_to_fp16`).
 
     Raises:
-        ExportError: As :func:`convert_to_fp16`.
+        ExportError: As the pass.
     """
     path = Path(path)
-    converted, report = convert_to_fp16(onnx.load(str(path)))
+    converted, report = (convert or convert_to_fp16)(onnx.load(str(path)))
     atomic_write_bytes(path, converted.SerializeToString())
     return report
 

@@ -43,6 +43,7 @@ in-projection that does not. The parity check runs every length from 2 to
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,6 @@ __all__ = [
     "TextGraphs",
     "check_text_checkpoint",
     "convert_text_encoder_to_fp16",
-    "convert_text_file_to_fp16",
     "load_text_checkpoint",
     "text_methods",
     "text_model_specs",
@@ -446,7 +446,7 @@ def write_text_graphs(
         "crop_encoder": (CropEncoderGraph(model).eval(), (torch.rand(2, 3, hc, wc, generator=generator),)),
     }
     convert = {
-        "text_encoder": convert_text_file_to_fp16,
+        "text_encoder": functools.partial(convert_file_to_fp16, convert=convert_text_encoder_to_fp16),
         "crop_encoder": convert_file_to_fp16,
     }
     models: dict[str, ModelSpec] = {}
@@ -600,17 +600,3 @@ def convert_text_encoder_to_fp16(
             f"graph {graph.name!r} has no float32 {'/'.join(sorted(fp16_ops))} node; nothing to run in fp16"
         )
     return install_converted_nodes(model, nodes, new_initializers, what="text graph"), report
-
-
-def convert_text_file_to_fp16(path: str | Path) -> Fp16Report:
-    """Convert the float32 text encoder at ``path`` in place (atomically).
-
-    See :func:`convert_text_encoder_to_fp16`.
-
-    Raises:
-        ExportError: As :func:`convert_text_encoder_to_fp16`.
-    """
-    path = Path(path)
-    converted, report = convert_text_encoder_to_fp16(onnx.load(str(path)))
-    atomic_write_bytes(path, converted.SerializeToString())
-    return report
