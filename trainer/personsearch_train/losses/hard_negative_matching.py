@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from personsearch_train.text.transformer_blocks import pre_norm_decoder_layer
+
 __all__ = ["MatchingHead", "hard_negative_matching_loss", "mine_hard_negatives"]
 
 
@@ -101,18 +103,7 @@ class MatchingHead(nn.Module):
 
     def __init__(self, *, width: int, heads: int = 8, depth: int = 1) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            nn.TransformerDecoderLayer(
-                width,
-                heads,
-                dim_feedforward=4 * width,
-                dropout=0.0,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            for _ in range(depth)
-        )
+        self.layers = nn.ModuleList(pre_norm_decoder_layer(width, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.classifier = nn.Linear(width, 2)
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from personsearch_train.text.transformer_blocks import pre_norm_encoder_layer
+
 __all__ = ["CrossModalMaskedLanguageHead", "mask_tokens", "masked_language_loss"]
 
 #: Label of positions that carry no MLM target (PyTorch's ``cross_entropy`` default).
@@ -134,18 +136,7 @@ class CrossModalMaskedLanguageHead(nn.Module):
         self.cross_attention = nn.MultiheadAttention(width, heads, batch_first=True)
         # A plain list of layers rather than nn.TransformerEncoder: its nested-tensor fast
         # path is not used with norm_first and would warn.
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                width,
-                heads,
-                dim_feedforward=4 * width,
-                dropout=0.0,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            for _ in range(depth)
-        )
+        self.layers = nn.ModuleList(pre_norm_encoder_layer(width, heads) for _ in range(depth))
         self.output_norm = nn.LayerNorm(width)
         self.mlm_head = nn.Sequential(
             nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size)

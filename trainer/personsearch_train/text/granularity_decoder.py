@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from personsearch_train.text.transformer_blocks import pre_norm_decoder_layer
+
 __all__ = ["GranularityDecoder", "GranularityEmbeddings", "combine_embeddings", "concatenated_parts"]
 
 
@@ -62,15 +64,7 @@ class GranularityDecoder(nn.Module):
             raise ValueError(f"num_fine must be at least 1, got {num_fine}")
         self.num_fine = int(num_fine)
         self.queries = nn.Parameter(torch.randn(num_fine + 1, width) * width**-0.5)
-        layer = nn.TransformerDecoderLayer(
-            width,
-            heads,
-            dim_feedforward=4 * width,
-            dropout=0.0,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        layer = pre_norm_decoder_layer(width, heads)
         self.decoder = nn.TransformerDecoder(layer, layers)
         self.norm = nn.LayerNorm(width)
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from personsearch_train.errors import ConfigError
 from personsearch_train.text.text_towers import TowerOutput
+from personsearch_train.text.transformer_blocks import pre_norm_encoder_layer
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "ResNetImageTower", "VitImageTower", "build_image_tower"]
 
@@ -133,15 +134,7 @@ class VitImageTower(nn.Module):
         self.class_embedding = nn.Parameter(torch.randn(width) * width**-0.5)
         self.positional_embedding = nn.Parameter(torch.randn(num_patches + 1, width) * 0.01)
         self.ln_pre = nn.LayerNorm(width)
-        layer = nn.TransformerEncoderLayer(
-            width,
-            heads,
-            dim_feedforward=4 * width,
-            dropout=0.0,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        layer = pre_norm_encoder_layer(width, heads)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.ln_post = nn.LayerNorm(width)
         self.projection = nn.Linear(width, embed_dim, bias=False)
