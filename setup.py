@@ -111,7 +111,7 @@ setup(
             "csrc/*/*.cu",
             "csrc/*/*.cuh",
         ],
-        "personsearch_train": ["py.typed"],
+        "personsearch_train": ["py.typed", "methods/unipt/data/*.txt"],
         "personsearch_export": ["py.typed"],
     },
     install_requires=["numpy>=1.24"],

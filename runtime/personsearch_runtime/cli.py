@@ -62,6 +62,12 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("train", "personsearch_train.commands.train", "train a model from a YAML recipe", "train"),
     Command(
+        "pseudo-caption",
+        "personsearch_train.commands.pseudo_caption",
+        "write UniPT pseudo-captions for a folder of person crops",
+        "train",
+    ),
+    Command(
         "export", "personsearch_export.commands.export", "export a checkpoint to an ONNX bundle", "export"
     ),
     Command(

@@ -24,6 +24,7 @@ def test_every_reader_is_registered() -> None:
     assert available_readers("text_person") == (
         "cuhk_pedes",
         "icfg_pedes",
+        "luperson_t",
         "rstpreid",
         "ufine3c",
         "ufine6926",

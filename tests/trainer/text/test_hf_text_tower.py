@@ -134,7 +134,7 @@ def test_trainable_layers_freezes_embeddings_and_early_layers(model_dir: Path) -
 
 def test_unknown_pooling(model_dir: Path) -> None:
     with pytest.raises(ConfigError, match="pooling"):
-        HuggingFaceTextTower(model_dir=model_dir, pooling="max")
+        HuggingFaceTextTower(model_dir=model_dir, pooling="median")
 
 
 def test_missing_folder(tmp_path: Path) -> None:

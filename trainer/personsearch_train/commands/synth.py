@@ -1,4 +1,9 @@
-"""``personsearch synth``: generate the synthetic person-search data set."""
+"""``personsearch synth``: generate the synthetic person-search data set.
+
+With ``--unlabelled-crops N`` it writes instead an unlabelled person-crop set (the
+stand-in for LUPerson that UniPT pre-trains on), whose people are absent from the text
+layouts of the set that ``--preset`` and ``--target-seed`` name.
+"""
 
 from __future__ import annotations
 
@@ -38,19 +43,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="rendering processes (default: 1 for tiny sets, else all CPUs)",
     )
+    parser.add_argument(
+        "--unlabelled-crops",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write only an unlabelled set of N person crops (no captions, no identities) whose people "
+        "are not in the PEDES/UFine6926 layouts of the set named by --preset and --target-seed; "
+        "--seed then seeds the crop set",
+    )
+    parser.add_argument(
+        "--target-seed",
+        type=int,
+        default=None,
+        help="with --unlabelled-crops: seed of the synthetic set whose people to keep out (default: 0)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the set and print a short summary.
 
     Args:
-        args: Parsed options (``out``, ``preset``, ``seed``, ``workers``).
+        args: Parsed options (``out``, ``preset``, ``seed``, ``workers``,
+            ``unlabelled_crops``, ``target_seed``).
 
     Returns:
         Exit status 0.
 
     Raises:
-        ConfigError: A seed outside 0..2**32-1 or fewer than one worker.
+        ConfigError: A seed outside 0..2**32-1, fewer than one worker or crop, or
+            ``--target-seed`` without ``--unlabelled-crops``.
         TrainerError: ``--out`` is a file, lies under a file, or is a non-empty folder
             that holds no synthetic set; or writing failed (disk full, permissions),
             in which case a folder this run created is removed again.
@@ -64,12 +86,26 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32-1), got {args.seed}")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}.")
+    # getattr: a namespace built by hand for the full set may lack the newer options.
+    unlabelled = getattr(args, "unlabelled_crops", None)
+    target_seed = getattr(args, "target_seed", None)
+    if unlabelled is None and target_seed is not None:
+        raise ConfigError("--target-seed only applies with --unlabelled-crops.")
+    if unlabelled is not None:
+        if unlabelled < 1:
+            raise ConfigError(f"--unlabelled-crops must be at least 1, got {unlabelled}.")
+        if target_seed is not None and not 0 <= target_seed <= MAX_SEED:
+            raise ConfigError(
+                f"--target-seed must be an integer from 0 to {MAX_SEED} (2**32-1), got {target_seed}"
+            )
     out = Path(args.out)
     check_output_folder(out, "--out")
     # Everything in a folder that was new or empty is this run's, so a failed run may
     # remove it whole; a previous set being replaced is the generator's to refuse or clear.
     fresh = not out.exists() or not any(out.iterdir())
     try:
+        if unlabelled is not None:
+            return _run_unlabelled(args, unlabelled, 0 if target_seed is None else target_seed)
         manifest = generate_dataset(
             out,
             args.preset,
@@ -117,5 +153,39 @@ def run(args: argparse.Namespace) -> int:
     m = c["market1501"]
     crops = f"{m['bounding_box_train']} train / {m['bounding_box_test']} test / {m['query']} query crops"
     print(f"  {'Market-1501':<11} {crops}")
+    print(f"  done in {manifest.seconds:.1f} s")
+    return 0
+
+
+def _run_unlabelled(args: argparse.Namespace, count: int, target_seed: int) -> int:
+    """Write the unlabelled crop set of ``--unlabelled-crops`` and print its summary.
+
+    Args:
+        args: Parsed options (``out``, ``preset``, ``seed``, ``workers``).
+        count: Number of crops.
+        target_seed: Seed of the synthetic set whose people are kept out.
+
+    Returns:
+        Exit status 0.
+    """
+    from personsearch_train.data.synthetic.unlabelled_crops import generate_unlabelled_crops
+
+    manifest = generate_unlabelled_crops(
+        Path(args.out),
+        count=count,
+        seed=args.seed,
+        target_preset=args.preset,
+        target_seed=target_seed,
+        workers=args.workers,
+        progress=lambda m: print(f"synth: {m}", flush=True),
+    )
+    print(f"unlabelled crop set (seed {manifest.seed}) written to {manifest.root}")
+    print(
+        f"  {manifest.count} crops of {manifest.identities} people, none of them in the PEDES/UFine6926 "
+        f"layouts of the '{manifest.target_preset}' set with seed {manifest.target_seed} "
+        f"({manifest.rejected_identities} look-alikes rejected)"
+    )
+    print(f"  attribute truth: {manifest.truth_path}")
+    print("    for measuring pseudo-caption accuracy only: training must never read it")
     print(f"  done in {manifest.seconds:.1f} s")
     return 0

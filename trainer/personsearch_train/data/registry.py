@@ -5,7 +5,8 @@ Each reader is registered once under a name with its kind:
 * ``person_search`` (``cuhk_sysu``, ``prw``): ``loader(root, split) -> PersonSearchSplit``;
   use :func:`load_split`;
 * ``text_person`` (``cuhk_pedes``, ``icfg_pedes``, ``rstpreid``, ``ufine6926``,
-  ``ufine3c``): ``loader(root, split) -> TextPersonSplit``; use :func:`load_text_split`;
+  ``ufine3c``, and ``luperson_t``, pseudo-captioned crops for pre-training):
+  ``loader(root, split) -> TextPersonSplit``; use :func:`load_text_split`;
 * ``detection`` (``coco_persons``, ``crowdhuman``) and ``reid`` (``market1501``):
   looked up with :func:`get_reader`, called with their own arguments.
 
@@ -23,6 +24,7 @@ from typing import Any
 from personsearch_train.data.cuhk_sysu import load_cuhk_sysu
 from personsearch_train.data.detection_sets import load_coco_persons, load_crowdhuman
 from personsearch_train.data.prw import load_prw
+from personsearch_train.data.pseudo_captioned import load_pseudo_captioned
 from personsearch_train.data.reid_folders import load_market1501
 from personsearch_train.data.structures import PersonSearchSplit
 from personsearch_train.data.text_person import TEXT_PERSON_DATASETS, TextPersonSplit, load_text_person
@@ -164,6 +166,12 @@ for _name in TEXT_PERSON_DATASETS:
     register_reader(
         name=_name, kind="text_person", loader=_text_loader(_name), description=f"{_name} text-person JSON"
     )
+register_reader(
+    name="luperson_t",
+    kind="text_person",
+    loader=load_pseudo_captioned,
+    description="pseudo-captioned person crops (LUPerson-T JSON), pre-training only",
+)
 register_reader(
     name="coco_persons", kind="detection", loader=load_coco_persons, description="COCO json, person boxes"
 )

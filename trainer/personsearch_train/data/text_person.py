@@ -45,7 +45,7 @@ import numpy as np
 
 from personsearch_train.errors import ConfigError, DatasetFormatError
 
-__all__ = ["TEXT_PERSON_DATASETS", "TextPersonSplit", "load_text_person"]
+__all__ = ["TEXT_PERSON_DATASETS", "TextPersonSplit", "load_text_person", "read_entry_list"]
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,12 @@ def _entry_split(value: Any) -> str:
     return value if value in ("train", "test") else "val"
 
 
-def _read_entries(path: Path) -> list[Any]:
+def read_entry_list(path: Path) -> list[Any]:
+    """The JSON list of an annotation file (text-person layouts and LUPerson-T alike).
+
+    Raises:
+        DatasetFormatError: The file is unreadable, not JSON, or not a list.
+    """
     try:
         with path.open(encoding="utf-8") as handle:
             entries = json.load(handle)
@@ -182,7 +187,7 @@ def load_text_person(
     sources: list[str] = []
     captions: list[str] = []
     caption_image: list[int] = []
-    for index, entry in enumerate(_read_entries(path)):
+    for index, entry in enumerate(read_entry_list(path)):
         where = f"{path}: entry {index}"
         if not isinstance(entry, dict):
             raise DatasetFormatError(f"{where} is a {type(entry).__name__}, expected an object.")

@@ -71,11 +71,16 @@ class ModelConfig:
             training objective (OIM sizes) are the method's, in ``method_args``.
         backbone_weights: Optional torchvision-format ResNet state-dict file; no
             download ever happens.
+        init_from: Optional run folder or checkpoint whose weights start this model,
+            matched by parameter name and shape (pre-training then fine-tuning;
+            :mod:`personsearch_train.engine.weight_transfer`); the run prints what was
+            loaded, skipped and newly initialised.
     """
 
     name: str = "seqnet_r50"
     overrides: dict[str, Any] = field(default_factory=dict)
     backbone_weights: str | None = None
+    init_from: str | None = None
 
 
 @dataclass
@@ -722,6 +727,13 @@ def check_paths(cfg: ExperimentConfig) -> None:
         if not path.is_file():
             what = "is a folder" if path.is_dir() else "does not exist"
             raise ConfigError(f"model.backbone_weights: file {weights} {what}; give a ResNet state-dict file")
+    init_from = cfg.model.init_from
+    shipped = str(init_from).startswith("pretrained:")
+    if init_from and not shipped and not Path(init_from).expanduser().exists():
+        raise ConfigError(
+            f"model.init_from: {init_from} does not exist; give the run folder or checkpoint file of a "
+            "pre-training run"
+        )
 
 
 def dump_config(cfg: ExperimentConfig, path: Path) -> None:

@@ -46,6 +46,7 @@ import json
 import math
 import re
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ from personsearch_train.engine.hooks import TrainingHook
 from personsearch_train.engine.host_memory import retain_freed_host_memory
 from personsearch_train.engine.optim import build_optimizer, build_scheduler
 from personsearch_train.engine.precision import autocast_context, autocast_dtype
+from personsearch_train.engine.weight_transfer import InitReport
 from personsearch_train.errors import TrainerError
 from personsearch_train.methods import MethodLosses, TrainingData, TrainingMethod, build_method
 
@@ -353,6 +355,8 @@ class Trainer:
         self.global_step = 0
         self.best_value: float | None = None
         self._stop_requested = False
+        #: What ``model.init_from`` loaded (None without it).
+        self.init_report: InitReport | None = None
         self._saving = False
         self._abort_after_save = False
         self.dist: DistInfo | None = None
@@ -431,7 +435,14 @@ class Trainer:
             self.model_kwargs = dict(self.cfg.model.overrides)
             return self._model
         self.model_kwargs = self.method.model_arguments(self.cfg, self.data)
-        return self.method.build_model(self.cfg, self.data)
+        model = self.method.build_model(self.cfg, self.data)
+        if self.cfg.model.init_from:
+            from personsearch_train.engine.weight_transfer import initialise_from_checkpoint
+
+            self.init_report = initialise_from_checkpoint(model, self.cfg.model.init_from)
+            if self.dist is None or self.dist.is_main:
+                print(self.init_report.format(), file=sys.stderr, flush=True)
+        return model
 
     def build_losses(self) -> MethodLosses:
         """The method's losses on the model's training outputs."""

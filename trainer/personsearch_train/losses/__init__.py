@@ -23,6 +23,7 @@ from personsearch_train.losses.multi_label import dynamic_threshold as dynamic_t
 from personsearch_train.losses.multi_label import multi_label_loss as multi_label_loss
 from personsearch_train.losses.multi_label import same_image_multilabels as same_image_multilabels
 from personsearch_train.losses.oim import OIMLoss as OIMLoss
+from personsearch_train.losses.ranking import semi_hard_ranking_loss as semi_hard_ranking_loss
 from personsearch_train.losses.scale_invariant import scale_invariant_loss as scale_invariant_loss
 from personsearch_train.losses.shared_identity import SharedIdentityClassifier as SharedIdentityClassifier
 from personsearch_train.losses.similarity_distribution import (
@@ -49,5 +50,6 @@ __all__ = [
     "mask_tokens",
     "masked_language_loss",
     "mine_hard_negatives",
+    "semi_hard_ranking_loss",
     "similarity_distribution_matching",
 ]

@@ -57,10 +57,16 @@ class ResNetImageTower(nn.Module):
         embed_dim: Width ``D`` of the tokens and the global feature.
         last_stride: Stride of ``layer4`` (1 keeps a 24x8 map at 384x128 input, as
             re-id models usually do; 2 is torchvision's default).
+        pooling: Global feature from the projected tokens: ``"mean"`` (average pooling)
+            or ``"max"`` (UniPT's max-pooling over tokens).
     """
 
-    def __init__(self, *, depth: str = "resnet50", embed_dim: int = 512, last_stride: int = 1) -> None:
+    def __init__(
+        self, *, depth: str = "resnet50", embed_dim: int = 512, last_stride: int = 1, pooling: str = "mean"
+    ) -> None:
         super().__init__()
+        if pooling not in ("mean", "max"):
+            raise ConfigError(f"ResNet image tower pooling must be 'mean' or 'max', got {pooling!r}")
         if depth not in _RESNETS:
             raise ConfigError(f"image tower depth {depth!r} is not one of {', '.join(_RESNETS)}")
         if last_stride not in (1, 2):
@@ -87,6 +93,7 @@ class ResNetImageTower(nn.Module):
         channels = trunk.fc.in_features
         self.projection = nn.Linear(channels, embed_dim)
         self.embed_dim = int(embed_dim)
+        self.pooling = pooling
 
     def forward(self, images: Tensor) -> TowerOutput:
         """Encode person crops.
@@ -99,7 +106,8 @@ class ResNetImageTower(nn.Module):
         """
         fmap = self.body(self.normalize(images))
         tokens = self.projection(fmap.flatten(2).transpose(1, 2))
-        return TowerOutput(features=tokens.mean(dim=1), tokens=tokens, padding_mask=None)
+        features = tokens.amax(dim=1) if self.pooling == "max" else tokens.mean(dim=1)
+        return TowerOutput(features=features, tokens=tokens, padding_mask=None)
 
 
 class VitImageTower(nn.Module):
@@ -112,6 +120,8 @@ class VitImageTower(nn.Module):
         layers: Number of encoder blocks.
         heads: Attention heads.
         embed_dim: Width ``D`` of the projected tokens and global feature.
+        pooling: Global feature: ``"cls"`` (the class token, CLIP/IRRA) or ``"max"``
+            (element-wise maximum over all projected tokens, UniPT).
     """
 
     def __init__(
@@ -123,8 +133,12 @@ class VitImageTower(nn.Module):
         layers: int = 6,
         heads: int = 6,
         embed_dim: int = 512,
+        pooling: str = "cls",
     ) -> None:
         super().__init__()
+        if pooling not in ("cls", "max"):
+            raise ConfigError(f"ViT image tower pooling must be 'cls' or 'max', got {pooling!r}")
+        self.pooling = pooling
         height, width_px = int(image_size[0]), int(image_size[1])
         if height % patch_size or width_px % patch_size:
             raise ConfigError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
@@ -153,7 +167,8 @@ class VitImageTower(nn.Module):
         cls = self.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
         x = torch.cat([cls, patches], dim=1) + self.positional_embedding.to(patches.dtype)
         tokens = self.projection(self.ln_post(self.transformer(self.ln_pre(x))))
-        return TowerOutput(features=tokens[:, 0], tokens=tokens, padding_mask=None)
+        features = tokens.amax(dim=1) if self.pooling == "max" else tokens[:, 0]
+        return TowerOutput(features=features, tokens=tokens, padding_mask=None)
 
 
 def build_image_tower(

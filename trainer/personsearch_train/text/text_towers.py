@@ -56,6 +56,22 @@ class TowerOutput:
         return F.normalize(self.features.float(), dim=-1)
 
 
+def masked_max(tokens: Tensor, attention_mask: Tensor) -> Tensor:
+    """Element-wise maximum over the real tokens of each row (UniPT's token max-pooling).
+
+    Args:
+        tokens: ``[B, L, D]`` float token states.
+        attention_mask: ``[B, L]`` int or bool, nonzero at real tokens.
+
+    Returns:
+        ``[B, D]`` float; a row without real tokens gives zeros rather than ``-inf``.
+    """
+    real = attention_mask.to(torch.bool).unsqueeze(-1)
+    lowest = torch.finfo(tokens.dtype).min
+    pooled = tokens.masked_fill(~real, lowest).amax(dim=1)
+    return torch.where(real.any(dim=1), pooled, torch.zeros_like(pooled))
+
+
 def _masked_mean(tokens: Tensor, attention_mask: Tensor) -> Tensor:
     """Mean of the real tokens of each row, as sentence-transformers' mean pooling computes it.
 
@@ -76,7 +92,7 @@ class HuggingFaceTextTower(nn.Module):
     Attributes:
         encoder: The ``transformers`` model (``AutoModel``).
         projection: ``Linear(hidden_size, embed_dim)`` applied to every token state.
-        pooling: ``"mean"`` or ``"cls"``.
+        pooling: ``"mean"``, ``"cls"`` or ``"max"``.
         vocab_size: Size of the encoder's vocabulary.
         hidden_size: Width of the encoder's token states.
         embed_dim: Output feature size ``D``.
@@ -98,7 +114,8 @@ class HuggingFaceTextTower(nn.Module):
                 :func:`personsearch_train.text.minilm_model_dir`.
             embed_dim: Output feature size ``D``.
             pooling: ``"mean"``: mean of the projected real tokens (sentence-transformers'
-                pooling, which MiniLM was trained with); ``"cls"``: the first token.
+                pooling, which MiniLM was trained with); ``"cls"``: the first token;
+                ``"max"``: element-wise maximum of the projected real tokens (UniPT).
             trainable_layers: None fine-tunes the whole encoder; ``k`` freezes the embeddings
                 and all but the last ``k`` encoder layers (0 trains only the projection),
                 which saves most of the backward pass on CPU.
@@ -108,8 +125,8 @@ class HuggingFaceTextTower(nn.Module):
                 or ``trainable_layers`` is out of range.
         """
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise ConfigError(f"text tower pooling must be 'mean' or 'cls', got {pooling!r}")
+        if pooling not in ("mean", "cls", "max"):
+            raise ConfigError(f"text tower pooling must be 'mean', 'cls' or 'max', got {pooling!r}")
         if embed_dim < 1:
             raise ConfigError(f"text tower embed_dim must be positive, got {embed_dim}")
         folder = check_text_model_dir(model_dir)
@@ -204,6 +221,8 @@ class HuggingFaceTextTower(nn.Module):
             # The projection is affine, so pooling projected tokens equals projecting the
             # pooled hidden state (sentence-transformers' embedding) for every non-empty row.
             features = _masked_mean(tokens, attention_mask)
+        elif self.pooling == "max":
+            features = masked_max(tokens, attention_mask)
         else:
             features = tokens[:, 0]
         return TowerOutput(features=features, tokens=tokens, padding_mask=attention_mask == 0)

@@ -125,6 +125,8 @@ _MARKET_SIZE = (64, 128)  # width, height of Market-1501 crops
 
 # Dataset tags mixed into seeds so the datasets draw independent streams.
 _CUHK, _PRW, _PEDES, _UFINE, _UFINE3C = 1, 2, 3, 4, 5
+# The unlabelled crop set (unlabelled_crops.py); kept here so no two streams share a tag.
+_UNLABELLED = 6
 
 
 @dataclass(frozen=True)
@@ -705,6 +707,25 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def spawn_render_pool(stack: contextlib.ExitStack, workers: int) -> ProcessPoolExecutor | None:
+    """Rendering processes for ``workers > 1`` (None for one), closed with ``stack``.
+
+    Processes are *spawned*, not forked: a forked child would inherit the parent's
+    OpenCV and BLAS thread pools in whatever state they were.
+
+    Args:
+        stack: Owns the pool's lifetime.
+        workers: Number of processes.
+    """
+    if workers <= 1:
+        return None
+    return stack.enter_context(
+        ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+        )
+    )
+
+
 def _render_all(scenes: Sequence[_Scene], styles: Sequence[str], map_fn: Callable[..., Any]) -> None:
     jobs = [
         _Job(
@@ -940,14 +961,8 @@ def generate_dataset(
     with contextlib.ExitStack() as stack:
         render_map: Callable[..., Any] = map
         write_map: Callable[..., Any] = map
-        if workers > 1:
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    max_workers=workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                )
-            )
+        pool = spawn_render_pool(stack, workers)
+        if pool is not None:
             render_map = functools.partial(pool.map, chunksize=8)
             write_map = pool.map
         say(f"rendering {len(scenes)} images with {workers} worker(s)")
