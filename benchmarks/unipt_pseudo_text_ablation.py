@@ -76,25 +76,34 @@ def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float] | None:
     return done[-1] if done else None
 
 
-def _train(recipe: str, overrides: list[str], data_root: Path, run_dir: Path) -> None:
-    """Train a recipe into ``run_dir`` unless it finished; resume an interrupted one."""
+def _train(recipe: str, overrides: list[str], data_root: Path, run_dir: Path) -> bool:
+    """Train a recipe into ``run_dir`` unless it finished; resume an interrupted one.
+
+    Returns:
+        Whether anything was trained (False: the finished run was read back).
+    """
     cfg = load_config(recipe, overrides, data_root=data_root)
-    if CheckpointFiles(run_dir, "latest").exists():
-        meta = json.loads(CheckpointFiles(run_dir, "latest").metadata.read_text())
-        if int(meta.get("epoch", 0)) >= cfg.train.epochs:
-            return
-        Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=True)
-        return
-    Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=False)
+    latest = CheckpointFiles(run_dir, "latest")
+    resume = latest.exists()
+    if resume and int(json.loads(latest.metadata.read_text()).get("epoch", 0)) >= cfg.train.epochs:
+        return False
+    Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=resume)
+    return True
 
 
-def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[str, float], float]:
-    """Caption, pre-train and fine-tune one row (each stage skipped when done); metrics and minutes."""
+def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[str, float], float | None]:
+    """Caption, pre-train and fine-tune one row (each stage skipped when done).
+
+    Returns:
+        The fine-tuned model's final metrics, and the minutes this call spent (None when
+        every stage was read back: the time is in the log of the call that trained it).
+    """
     start = time.perf_counter()
     folder = args.out / key
     threads = [f"train.cpu_threads={args.threads}"]
     pretrain_run, finetune_run = args.reuse.get(key, (folder / "pretrain", folder / "finetune"))
     init = []
+    trained = False
     if row.design is not None:
         captions = folder / "captions.json"
         if not captions.exists() and key not in args.reuse:
@@ -108,7 +117,8 @@ def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[st
                 design=row.design,
                 progress=False,
             )
-        _train(
+            trained = True
+        trained |= _train(
             "unipt_pretrain_synthetic",
             [
                 f"train.epochs={args.pretrain_epochs}",
@@ -119,7 +129,7 @@ def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[st
             pretrain_run,
         )
         init = [f"model.init_from={pretrain_run}"]
-    _train(
+    trained |= _train(
         "unipt_finetune_synthetic",
         [f"train.epochs={args.finetune_epochs}", f"eval.every={args.finetune_epochs}", *threads, *init],
         args.data_root,
@@ -128,7 +138,7 @@ def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[st
     metrics = _final_metrics(finetune_run, args.finetune_epochs)
     if metrics is None:
         raise SystemExit(f"{finetune_run}: no epoch-{args.finetune_epochs} evaluation")
-    return metrics, (time.perf_counter() - start) / 60
+    return metrics, (time.perf_counter() - start) / 60 if trained else None
 
 
 def main() -> int:
@@ -173,7 +183,7 @@ def main() -> int:
         metrics, minutes = run_row(key, ROWS[key], args)
         line = (
             f"{ROWS[key].name:<40} {100 * metrics['R1']:>6.2f} {100 * metrics['mAP']:>6.2f} "
-            f"{100 * metrics['mINP']:>6.2f}   {minutes:>7.1f}"
+            f"{100 * metrics['mINP']:>6.2f}   " + (f"{minutes:>7.1f}" if minutes is not None else "read back")
         )
         lines.append(line)
         print(line, flush=True)

@@ -29,6 +29,9 @@ def test_every_reader_is_registered() -> None:
         "ufine3c",
         "ufine6926",
     )
+    # Pre-training crops have no test split, so evaluation does not offer them.
+    assert "luperson_t" not in available_readers("text_person", evaluable=True)
+    assert len(available_readers("text_person", evaluable=True)) == 5
     assert available_readers("detection") == ("coco_persons", "crowdhuman")
     assert available_readers("reid") == ("market1501",)
 

@@ -455,3 +455,80 @@ def test_attribute_accuracy_skips_images_without_truth_for_an_attribute() -> Non
 def test_attribute_accuracy_length_mismatch() -> None:
     with pytest.raises(ValueError, match="3 selections but 4 truth entries"):
         attribute_accuracy(SELECTIONS[:3], TRUTHS, _accuracy_bank())
+
+
+# --- a local Hugging Face CLIP as the scorer ----------------------------------------------
+
+
+def _tiny_clip_folder(folder: Path, words: list[str]) -> Path:
+    """A randomly initialised CLIPModel and a word-level tokenizer saved like a real CLIP folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>", eos_token="<eos>"
+    ).save_pretrained(folder)
+    torch.manual_seed(0)
+    layer = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPConfig(
+        text_config={**layer, "vocab_size": len(vocab), "max_position_embeddings": 40, "eos_token_id": 3},
+        vision_config={**layer, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3})
+    )
+    return folder
+
+
+def test_a_local_huggingface_clip_scores_the_prompts(
+    tmp_path: Path, images: Path, bank: PhraseBank, templates: CaptionTemplates
+) -> None:
+    from transformers import AutoTokenizer, CLIPModel
+
+    words = sorted({w for p in bank.prompts() for w in p.replace(".", " .").replace(",", " ,").split()})
+    folder = _tiny_clip_folder(tmp_path / "clip", words)
+    scorer = PromptScorer.from_checkpoint(folder, batch_size=BATCH)
+    reference = CLIPModel.from_pretrained(folder).eval()
+
+    assert scorer.image_size == (32, 32)
+    assert scorer.logit_scale == pytest.approx(float(reference.logit_scale.detach().exp()))
+    assert len(scorer.weights_sha256) == 64  # the resume check covers the weights
+
+    # Parity with transformers' own features: prompts tokenised by the folder's tokenizer...
+    prompts = bank.prompts()[:5]
+    tokens = AutoTokenizer.from_pretrained(folder)(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        text = reference.get_text_features(**tokens)
+        text = text if isinstance(text, torch.Tensor) else text.pooler_output
+    np.testing.assert_allclose(
+        scorer.encode_prompts(prompts), F.normalize(text, dim=-1).numpy(), atol=1e-5, rtol=0
+    )
+    # ...and crops normalised with the folder's mean and std (and resized to its input).
+    crops = np.random.default_rng(0).random((2, 3, 40, 20), dtype=np.float32)
+    resized = F.interpolate(torch.from_numpy(crops), size=(32, 32), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        image = reference.get_image_features(pixel_values=(resized - 0.5) / 0.25)
+        image = image if isinstance(image, torch.Tensor) else image.pooler_output
+    np.testing.assert_allclose(
+        scorer.encode_crops(crops), F.normalize(image, dim=-1).numpy(), atol=1e-5, rtol=0
+    )
+
+    out = tmp_path / "captions.json"
+    summary = caption_images(images, out, scorer=scorer, bank=bank, templates=templates, progress=False)
+    assert summary.captioned == 10 and summary.skipped == ["broken.jpg"]
+    assert all(e["captions"][0].strip() for e in json.loads(out.read_text()))
+
+
+def test_a_folder_that_is_not_clip_is_refused(tmp_path: Path) -> None:
+    from personsearch_train.methods.unipt.huggingface_clip import HuggingFaceClip
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConfigError, match="not a Hugging Face CLIP folder"):
+        HuggingFaceClip(tmp_path)

@@ -86,7 +86,7 @@ class _StoreExplicit(argparse.Action):
 
 
 def _text_datasets() -> tuple[str, ...]:
-    return available_readers("text_person")
+    return available_readers("text_person", evaluable=True)
 
 
 def _is_text_dataset(dataset: str) -> bool:

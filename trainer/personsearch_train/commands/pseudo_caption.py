@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scorer",
         required=True,
-        help="run folder or checkpoint of an image-text model trained here (irra, cfam, unipt...)",
+        help="run folder or checkpoint of an image-text model trained here (irra, cfam, unipt...), "
+        "or a local Hugging Face CLIP folder (save_pretrained of a CLIPModel)",
     )
     parser.add_argument("--out", type=Path, required=True, help="caption JSON to write")
     parser.add_argument(

@@ -53,18 +53,23 @@ class DatasetReader:
         kind: One of :data:`READER_KINDS`.
         loader: The reading function.
         description: One line for listings.
+        has_test_split: Whether the dataset can be evaluated on (False for training-only
+            sets such as pseudo-captioned pre-training crops).
     """
 
     name: str
     kind: str
     loader: Callable[..., Any]
     description: str
+    has_test_split: bool = True
 
 
 _READERS: dict[str, DatasetReader] = {}
 
 
-def register_reader(*, name: str, kind: str, loader: Callable[..., Any], description: str) -> DatasetReader:
+def register_reader(
+    *, name: str, kind: str, loader: Callable[..., Any], description: str, has_test_split: bool = True
+) -> DatasetReader:
     """Add a reader to the registry.
 
     Args:
@@ -72,6 +77,7 @@ def register_reader(*, name: str, kind: str, loader: Callable[..., Any], descrip
         kind: One of :data:`READER_KINDS`.
         loader: The function that reads the dataset.
         description: One line saying what it reads.
+        has_test_split: False for training-only datasets (not offered for evaluation).
 
     Returns:
         The registered entry.
@@ -83,14 +89,27 @@ def register_reader(*, name: str, kind: str, loader: Callable[..., Any], descrip
         raise ValueError(f"reader kind must be one of {READER_KINDS}, got {kind!r}")
     if name in _READERS:
         raise ValueError(f"a dataset reader named {name!r} is already registered")
-    reader = DatasetReader(name=name, kind=kind, loader=loader, description=description)
+    reader = DatasetReader(
+        name=name, kind=kind, loader=loader, description=description, has_test_split=has_test_split
+    )
     _READERS[name] = reader
     return reader
 
 
-def available_readers(kind: str | None = None) -> tuple[str, ...]:
-    """Names of the registered readers, optionally of one kind, sorted."""
-    return tuple(sorted(name for name, reader in _READERS.items() if kind is None or reader.kind == kind))
+def available_readers(kind: str | None = None, *, evaluable: bool = False) -> tuple[str, ...]:
+    """Names of the registered readers, sorted.
+
+    Args:
+        kind: Only readers of this kind.
+        evaluable: Only readers of datasets with a test split.
+    """
+    return tuple(
+        sorted(
+            name
+            for name, reader in _READERS.items()
+            if (kind is None or reader.kind == kind) and (reader.has_test_split or not evaluable)
+        )
+    )
 
 
 def get_reader(name: str, kind: str | None = None) -> DatasetReader:
@@ -171,6 +190,7 @@ register_reader(
     kind="text_person",
     loader=load_pseudo_captioned,
     description="pseudo-captioned person crops (LUPerson-T JSON), pre-training only",
+    has_test_split=False,
 )
 register_reader(
     name="coco_persons", kind="detection", loader=load_coco_persons, description="COCO json, person boxes"

@@ -10,9 +10,10 @@ into a sentence (:mod:`~personsearch_train.methods.unipt.phrase_banks`,
 
 The paper scores with a frozen CLIP ViT-B/16. No CLIP weights can be had offline, so
 :class:`PromptScorer` wraps any dual encoder checkpoint trained here (a text-retrieval
-run such as ``irra`` or ``cfam``, or a CLIP-style ViT + CLIP text tower whose weights
-were loaded from a local file by its recipe); its softmax uses the checkpoint's own
-logit scale (``1 / method_args.temperature``) unless one is given.
+run such as ``irra`` or ``cfam``), or a CLIP model saved in a local Hugging Face folder
+(:class:`~personsearch_train.methods.unipt.huggingface_clip.HuggingFaceClip`); its
+softmax uses the model's own logit scale (CLIP's learned one, or
+``1 / method_args.temperature`` of a checkpoint) unless one is given.
 
 :func:`caption_images` walks a folder of crops and writes the JSON list
 ``[{"file_path", "captions", "attributes"}]``. It is resumable: every finished batch is
@@ -127,21 +128,42 @@ class PromptScorer:
     def from_checkpoint(
         cls, path: str | Path, *, logit_scale: float | None = None, batch_size: int = 64, device: str = "cpu"
     ) -> PromptScorer:
-        """Load a text-retrieval run's model (its best checkpoint first).
+        """Load a text-retrieval run's model (its best checkpoint first) or a local CLIP.
 
         Args:
-            path: Run folder or checkpoint file.
-            logit_scale: Softmax scale; None takes ``1 / method_args.temperature`` of the
-                checkpoint, or 50 (CLIP-style retrieval training's usual value) without one.
+            path: Run folder or checkpoint file of a training here, or a Hugging Face
+                CLIP folder (:mod:`~personsearch_train.methods.unipt.huggingface_clip`).
+            logit_scale: Softmax scale; None takes CLIP's learned scale, or
+                ``1 / method_args.temperature`` of the checkpoint, or 50 (CLIP-style
+                retrieval training's usual value) without one.
             batch_size: Crops per forward pass.
             device: Torch device.
 
         Raises:
-            ConfigError: The checkpoint is not an image-text model.
+            ConfigError: The checkpoint is not an image-text model, or a CLIP folder
+                that does not load.
             CheckpointError: Missing or damaged checkpoint.
         """
-        from personsearch_train.engine.checkpoint import read_checkpoint
+        from personsearch_train.engine.checkpoint import file_sha256, read_checkpoint
+        from personsearch_train.methods.unipt.huggingface_clip import (
+            HuggingFaceClip,
+            is_huggingface_clip_folder,
+        )
 
+        if is_huggingface_clip_folder(path):
+            clip = HuggingFaceClip(path)
+            scorer = cls(
+                clip,
+                logit_scale=clip.logit_scale if logit_scale is None else logit_scale,
+                batch_size=batch_size,
+                device=device,
+                name=str(path),
+            )
+            weights = sorted(Path(path).expanduser().glob("*.safetensors")) or sorted(
+                Path(path).expanduser().glob("*.bin")
+            )
+            scorer.weights_sha256 = ",".join(file_sha256(w) for w in weights)
+            return scorer
         loaded = read_checkpoint(path)
         if logit_scale is None:
             temperature = (loaded.metadata.get("method_args") or {}).get("temperature")
