@@ -12,7 +12,12 @@ No pre-training (from scratch)                none: fine-tuning only
 Required attributes only                      6 required attributes, one fixed template
 + optional attributes (p > 0.9)               + kept optional attributes, fixed template
 + templates and synonyms (full UniPT)         + a random template of the file, synonyms
+Control: full captions shuffled across crops  the same sentences, each given to another crop
 ============================================  ==========================================
+
+The control separates what the captions *say* from what pre-training on person crops
+does by itself (the image tower, trained from scratch, sees 6 epochs of crops either
+way): its captions no longer describe their image.
 
 The UniPT paper reports the effect of its generator's scale (2.6 M images, 228
 templates) but no per-design table we could read, so there is no paper column. Every
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.engine.checkpoint import CheckpointFiles
 from personsearch_train.engine.config import load_config
@@ -48,10 +54,17 @@ from personsearch_train.methods.unipt.phrase_banks import load_phrase_bank
 
 @dataclass(frozen=True)
 class DesignRow:
-    """One row: its name and caption design (None: no pre-training)."""
+    """One row: its name and caption design (None: no pre-training).
+
+    Attributes:
+        name: Row label.
+        design: How captions are made (None: no pre-training).
+        shuffled: Give each crop's captions to another crop (a seeded permutation).
+    """
 
     name: str
     design: CaptionDesign | None
+    shuffled: bool = False
 
 
 ROWS = {
@@ -64,7 +77,19 @@ ROWS = {
         "+ optional attributes (p > 0.9)", CaptionDesign(fixed_template=True, synonym_probability=0.0)
     ),
     "full": DesignRow("+ templates and synonyms (full UniPT)", CaptionDesign()),
+    "shuffled": DesignRow("Control: full captions shuffled", CaptionDesign(), shuffled=True),
 }
+
+
+def _shuffle_captions(path: Path, seed: int = 0) -> None:
+    """Permute the captions (and their attributes) of a caption file across its images, in place."""
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    order = np.random.default_rng(seed).permutation(len(entries))
+    shuffled = [
+        {**entry, "captions": entries[j]["captions"], "attributes": entries[j].get("attributes", {})}
+        for entry, j in zip(entries, order, strict=True)
+    ]
+    atomic_write_bytes(path, json.dumps(shuffled, indent=1).encode())
 
 
 def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float] | None:
@@ -108,15 +133,21 @@ def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[st
         captions = folder / "captions.json"
         if not captions.exists() and key not in args.reuse:
             bank = load_phrase_bank()
+            # Shuffled into a temporary file first, so an interruption never leaves an
+            # unshuffled file under the final name.
+            made = captions.with_name("captions.unshuffled.json") if row.shuffled else captions
             caption_images(
                 args.unlabelled,
-                captions,
+                made,
                 scorer=PromptScorer.from_checkpoint(args.scorer),
                 bank=bank,
                 templates=load_caption_templates(bank=bank),
                 design=row.design,
                 progress=False,
             )
+            if row.shuffled:
+                _shuffle_captions(made)
+                made.replace(captions)
             trained = True
         trained |= _train(
             "unipt_pretrain_synthetic",
