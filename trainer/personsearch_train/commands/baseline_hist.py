@@ -18,7 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from personsearch_train.data.registry import available_readers
 
     parser.add_argument(
-        "--dataset", choices=available_readers("person_search"), required=True, help="which dataset reader"
+        "--dataset",
+        choices=available_readers("person_search", evaluable=True),
+        required=True,
+        help="which dataset reader",
     )
     parser.add_argument(
         "--root",

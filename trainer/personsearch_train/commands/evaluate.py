@@ -112,7 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiv
     """
     parser.add_argument(
         "--dataset",
-        choices=(*available_readers("person_search"), *sorted(TBPS_DATASETS), *_text_datasets()),
+        choices=(
+            *available_readers("person_search", evaluable=True),
+            *sorted(TBPS_DATASETS),
+            *_text_datasets(),
+        ),
         required=True,
         help="which dataset reader and protocol to use: person search (cuhk_sysu, prw), person search "
         "by sentence (cuhk_sysu_tbps, prw_tbps: --checkpoint with --text-checkpoint) or "
@@ -692,7 +696,7 @@ def _run_text(args: argparse.Namespace) -> int:
         raise TrainerError(
             f"{_describe_model(model, metadata, args.checkpoint)}, {kind} (it has no {', '.join(missing)}); "
             f"text dataset {args.dataset} needs a text-to-image retrieval checkpoint. Evaluate this one on "
-            f"--dataset {' or '.join(available_readers('person_search'))}"
+            f"--dataset {' or '.join(available_readers('person_search', evaluable=True))}"
         )
     split = load_text_split(args.dataset, root, "test")
     target = select_device(args.device)

@@ -2,8 +2,9 @@
 
 Each reader is registered once under a name with its kind:
 
-* ``person_search`` (``cuhk_sysu``, ``prw``): ``loader(root, split) -> PersonSearchSplit``;
-  use :func:`load_split`;
+* ``person_search`` (``cuhk_sysu``, ``prw``, and ``market1501_scenes``, Market-1501
+  training crops composed into pseudo scenes for pre-training, train split only):
+  ``loader(root, split) -> PersonSearchSplit``; use :func:`load_split`;
 * ``text_person`` (``cuhk_pedes``, ``icfg_pedes``, ``rstpreid``, ``ufine6926``,
   ``ufine3c``, and ``luperson_t``, pseudo-captioned crops for pre-training):
   ``loader(root, split) -> TextPersonSplit``; use :func:`load_text_split`;
@@ -168,6 +169,23 @@ register_reader(
 )
 register_reader(
     name="prw", kind="person_search", loader=load_prw, description="PRW frames, per-frame .mat boxes"
+)
+
+
+def _load_market1501_scenes(root: str | Path, split: str, **options: Any) -> PersonSearchSplit:
+    """The ``market1501_scenes`` loader (:func:`.pseudo_scenes.load_market1501_scenes`)."""
+    # Imported here so that listing readers (every command's --help) does not load OpenCV.
+    from personsearch_train.data.pseudo_scenes import load_market1501_scenes
+
+    return load_market1501_scenes(root, split, **options)
+
+
+register_reader(
+    name="market1501_scenes",
+    kind="person_search",
+    loader=_load_market1501_scenes,
+    description="Market-1501 training crops composed into pseudo scenes, pre-training only",
+    has_test_split=False,
 )
 
 

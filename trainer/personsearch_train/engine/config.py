@@ -651,6 +651,7 @@ _FOLDER_NAMES = {
     "rstpreid": ("RSTPReid", "rstpreid"),
     "ufine6926": ("UFine6926", "ufine6926"),
     "ufine3c": ("UFine3C", "ufine3c"),
+    "market1501_scenes": ("Market-1501", "Market-1501-v15.09.15", "market1501"),
 }
 
 

@@ -233,7 +233,7 @@ class TrainingMethod:
         Raises:
             ConfigError: Naming the key and what would work.
         """
-        from personsearch_train.data.registry import available_readers
+        from personsearch_train.data.registry import available_readers, get_reader
 
         names = tuple(n for kind in self.dataset_kinds for n in available_readers(kind))
         for key, dataset in [("data.dataset", cfg.data.dataset)] + [
@@ -244,6 +244,13 @@ class TrainingMethod:
                     f"{key}: method {self.name!r} trains on {' or '.join(self.dataset_kinds)} datasets; "
                     f"{dataset!r} is not one of {', '.join(names)}"
                 )
+        reader = get_reader(cfg.data.dataset)
+        if cfg.eval.every > 0 and reader.kind == "person_search" and not reader.has_test_split:
+            # Caught here, not after the first epoch's training, when evaluation would fail.
+            raise ConfigError(
+                f"data.dataset: {cfg.data.dataset!r} is a pre-training source without a test split; "
+                "list it under data.mix next to a person-search dataset, or set eval.every: 0"
+            )
         if cfg.eval.multi_view and cfg.data.dataset != "prw":
             raise ConfigError(f"eval.multi_view is a PRW protocol; data.dataset is {cfg.data.dataset!r}")
 
