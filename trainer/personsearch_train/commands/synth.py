@@ -3,6 +3,11 @@
 With ``--unlabelled-crops N`` it writes instead an unlabelled person-crop set (the
 stand-in for LUPerson that UniPT pre-trains on), whose people are absent from the text
 layouts of the set that ``--preset`` and ``--target-seed`` name.
+
+With ``--subtask-sets`` it writes instead the sub-task sets of hybrid person-search
+pre-training (detection-only COCO scenes, labelled Market-1501 crops, unlabelled
+crops), whose people are absent from every layout of that set and which are rendered
+in another style (:mod:`personsearch_train.data.synthetic.subtask_sets`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="rendering processes (default: 1 for tiny sets, else all CPUs)",
     )
-    parser.add_argument(
+    # Each writes another kind of set into --out; argparse refuses both at once.
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument(
         "--unlabelled-crops",
         type=int,
         default=None,
@@ -52,11 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "are not in the PEDES/UFine6926 layouts of the set named by --preset and --target-seed; "
         "--seed then seeds the crop set",
     )
+    kind.add_argument(
+        "--subtask-sets",
+        action="store_true",
+        help="write only the hybrid pre-training sub-task sets (COCO detection scenes, Market-1501 "
+        "crops, LUPerson-synthetic crops), sized by --preset, with none of the people of the set named "
+        "by --preset and --target-seed and in another style; --seed then seeds these sets",
+    )
     parser.add_argument(
         "--target-seed",
         type=int,
         default=None,
-        help="with --unlabelled-crops: seed of the synthetic set whose people to keep out (default: 0)",
+        help="with --unlabelled-crops or --subtask-sets: seed of the synthetic set whose people to keep "
+        "out (default: 0)",
     )
 
 
@@ -65,14 +80,15 @@ def run(args: argparse.Namespace) -> int:
 
     Args:
         args: Parsed options (``out``, ``preset``, ``seed``, ``workers``,
-            ``unlabelled_crops``, ``target_seed``).
+            ``unlabelled_crops``, ``subtask_sets``, ``target_seed``).
 
     Returns:
         Exit status 0.
 
     Raises:
-        ConfigError: A seed outside 0..2**32-1, fewer than one worker or crop, or
-            ``--target-seed`` without ``--unlabelled-crops``.
+        ConfigError: A seed outside 0..2**32-1, fewer than one worker or crop,
+            ``--target-seed`` without ``--unlabelled-crops`` or ``--subtask-sets``, or
+            both of those (a namespace built by hand; the parser refuses that itself).
         TrainerError: ``--out`` is a file, lies under a file, or is a non-empty folder
             that holds no synthetic set; or writing failed (disk full, permissions),
             in which case a folder this run created is removed again.
@@ -88,16 +104,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}.")
     # getattr: a namespace built by hand for the full set may lack the newer options.
     unlabelled = getattr(args, "unlabelled_crops", None)
+    subtask = bool(getattr(args, "subtask_sets", False))
     target_seed = getattr(args, "target_seed", None)
-    if unlabelled is None and target_seed is not None:
-        raise ConfigError("--target-seed only applies with --unlabelled-crops.")
-    if unlabelled is not None:
-        if unlabelled < 1:
-            raise ConfigError(f"--unlabelled-crops must be at least 1, got {unlabelled}.")
-        if target_seed is not None and not 0 <= target_seed <= MAX_SEED:
-            raise ConfigError(
-                f"--target-seed must be an integer from 0 to {MAX_SEED} (2**32-1), got {target_seed}"
-            )
+    if unlabelled is not None and subtask:
+        raise ConfigError("--unlabelled-crops and --subtask-sets write different sets; choose one.")
+    if unlabelled is None and not subtask and target_seed is not None:
+        raise ConfigError("--target-seed only applies with --unlabelled-crops or --subtask-sets.")
+    if unlabelled is not None and unlabelled < 1:
+        raise ConfigError(f"--unlabelled-crops must be at least 1, got {unlabelled}.")
+    if target_seed is not None and not 0 <= target_seed <= MAX_SEED:
+        raise ConfigError(
+            f"--target-seed must be an integer from 0 to {MAX_SEED} (2**32-1), got {target_seed}"
+        )
     out = Path(args.out)
     check_output_folder(out, "--out")
     # Everything in a folder that was new or empty is this run's, so a failed run may
@@ -106,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if unlabelled is not None:
             return _run_unlabelled(args, unlabelled, 0 if target_seed is None else target_seed)
+        if subtask:
+            return _run_subtask(args, 0 if target_seed is None else target_seed)
         manifest = generate_dataset(
             out,
             args.preset,
@@ -187,5 +207,40 @@ def _run_unlabelled(args: argparse.Namespace, count: int, target_seed: int) -> i
     )
     print(f"  attribute truth: {manifest.truth_path}")
     print("    for measuring pseudo-caption accuracy only: training must never read it")
+    print(f"  done in {manifest.seconds:.1f} s")
+    return 0
+
+
+def _run_subtask(args: argparse.Namespace, target_seed: int) -> int:
+    """Write the hybrid pre-training sub-task sets of ``--subtask-sets`` and print their summary.
+
+    Args:
+        args: Parsed options (``out``, ``preset``, ``seed``, ``workers``).
+        target_seed: Seed of the synthetic set whose people are kept out.
+
+    Returns:
+        Exit status 0.
+    """
+    from personsearch_train.data.synthetic.subtask_sets import generate_subtask_sets
+
+    manifest = generate_subtask_sets(
+        Path(args.out),
+        preset=args.preset,
+        seed=args.seed,
+        target_seed=target_seed,
+        workers=args.workers,
+        progress=lambda m: print(f"synth: {m}", flush=True),
+    )
+    c = manifest.counts
+    coco, market, crops = c["COCO"], c["Market-1501"], c["LUPerson-synthetic"]
+    rejected = sum(manifest.rejected_identities.values())
+    cameras = market["cameras"]
+    print(f"sub-task pre-training sets (seed {manifest.seed}) written to {manifest.root}")
+    print(
+        f"  COCO {coco['train_images']} scenes / {coco['person_boxes']} boxes, Market-1501 "
+        f"{market['bounding_box_train']} crops of {market['identities']} ids over {cameras} cameras, "
+        f"LUPerson-synthetic {crops['images']} crops; nobody from the '{manifest.preset}' set with seed "
+        f"{manifest.target_seed} ({rejected} look-alikes rejected); shifted style"
+    )
     print(f"  done in {manifest.seconds:.1f} s")
     return 0

@@ -108,6 +108,7 @@ __all__ = [
     "Preset",
     "SyntheticManifest",
     "generate_dataset",
+    "preset_spec",
     "tbps_entries",
 ]
 
@@ -125,8 +126,9 @@ _MARKET_SIZE = (64, 128)  # width, height of Market-1501 crops
 
 # Dataset tags mixed into seeds so the datasets draw independent streams.
 _CUHK, _PRW, _PEDES, _UFINE, _UFINE3C = 1, 2, 3, 4, 5
-# The unlabelled crop set (unlabelled_crops.py); kept here so no two streams share a tag.
-_UNLABELLED = 6
+# The unlabelled crop set (unlabelled_crops.py) and the hybrid pre-training sub-task sets
+# (subtask_sets.py); kept here so no two streams share a tag.
+_UNLABELLED, _SUBTASK = 6, 7
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,23 @@ PRESETS: dict[str, Preset] = {
     "small": Preset("small", 1500, 500, 1500, 500, (500, 60, 160), (2, 3), 640),
     "medium": Preset("medium", 6000, 2000, 6000, 2000, (2000, 200, 600), (2, 4), 640),
 }
+
+
+def preset_spec(name: str) -> Preset:
+    """The :class:`Preset` called ``name``.
+
+    Args:
+        name: A key of :data:`PRESETS`.
+
+    Returns:
+        The preset.
+
+    Raises:
+        ConfigError: Unknown preset (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown synthetic preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name]
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,7 +260,8 @@ class _Scene:
     background_seed: int
     camera: int = -1
     domain: str = "standard"  # rendering domain (scenes.DOMAINS)
-    image_path: Path | None = None
+    scale: str = "standard"  # person-height spread of street scenes (scenes.SCALES)
+    image_path: Path | None = None  # None: rendered only for its crops, never written
     mask_path: Path | None = None  # person-mask PNG (scene formats only)
     crops: list[tuple[int, Path]] = field(default_factory=list)
     annotation: tuple[Path, str] | None = None  # PRW per-frame file and its variable name
@@ -661,7 +681,7 @@ def _plan_ufine(preset: Preset, seed: int, root: Path, root_3c: Path) -> _UFineP
 @dataclass(frozen=True)
 class _Job:
     plan: ScenePlan
-    image_path: Path
+    image_path: Path | None  # None: the image only feeds its crops
     mask_path: Path | None
     crops: tuple[tuple[int, Path], ...]
     annotation: tuple[Path, str, tuple[int, ...]] | None
@@ -688,8 +708,9 @@ def _encode_person_mask(owner: np.ndarray) -> bytes:
 def _run_job(job: _Job) -> tuple[np.ndarray, np.ndarray]:
     """Render and write one image with its person mask, crops and PRW box file; return boxes, visibility."""
     rendered = render_scene(job.plan)
-    quality = int(np.random.default_rng([job.plan.seed, 7]).integers(75, 96))
-    atomic_write_bytes(job.image_path, encode_jpeg(rendered.image, quality), sync=False)
+    if job.image_path is not None:
+        quality = int(np.random.default_rng([job.plan.seed, 7]).integers(75, 96))
+        atomic_write_bytes(job.image_path, encode_jpeg(rendered.image, quality), sync=False)
     if job.mask_path is not None:
         atomic_write_bytes(job.mask_path, _encode_person_mask(rendered.owner), sync=False)
     for index, path in job.crops:
@@ -737,8 +758,9 @@ def _render_all(scenes: Sequence[_Scene], styles: Sequence[str], map_fn: Callabl
                 background_seed=s.background_seed,
                 style=style,
                 domain=s.domain,
+                scale=s.scale,
             ),
-            image_path=s.image_path if s.image_path is not None else Path(s.name),
+            image_path=s.image_path,
             mask_path=s.mask_path,
             crops=tuple(s.crops),
             annotation=None if s.annotation is None else (*s.annotation, tuple(s.pids)),
@@ -857,21 +879,33 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _prepare_output(out_dir: Path) -> None:
-    """Create ``out_dir``, or clear a previous or interrupted synthetic set in it; refuse foreign folders."""
+def _prepare_output(
+    out_dir: Path, folders: Sequence[str] = _OUTPUT_FOLDERS, manifest: str = _MANIFEST
+) -> None:
+    """Create ``out_dir``, or clear a previous or interrupted set in it; refuse foreign folders.
+
+    Args:
+        out_dir: The output folder.
+        folders: The folders the generator owns in it (removed).
+        manifest: The manifest file, written last by the generator (removed last).
+
+    Raises:
+        TrainerError: ``out_dir`` is a file, or a non-empty folder holding neither
+            ``manifest`` nor only ``folders``.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainerError(f"{out_dir}: exists and is not a folder. Choose another --out.")
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = {p.name for p in out_dir.iterdir()}
     # The manifest is written last, so a folder holding only our output folders is a
     # generation that was interrupted (Ctrl-C, full disk): ours to clear, not the user's.
-    interrupted = bool(entries) and entries <= set(_OUTPUT_FOLDERS)
-    if entries and _MANIFEST not in entries and not interrupted:
+    interrupted = bool(entries) and entries <= set(folders)
+    if entries and manifest not in entries and not interrupted:
         raise TrainerError(
-            f"{out_dir}: folder is not empty and holds no {_MANIFEST}; refusing to write a synthetic "
+            f"{out_dir}: folder is not empty and holds no {manifest}; refusing to write a synthetic "
             "set into it. Choose an empty or new folder for --out."
         )
-    for name in (*_OUTPUT_FOLDERS, _MANIFEST):
+    for name in (*folders, manifest):
         path = out_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -935,10 +969,8 @@ def generate_dataset(
         ConfigError: Unknown preset.
         TrainerError: ``out_dir`` is a non-empty folder not made by this generator.
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown synthetic preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    spec = preset_spec(preset)
     started = time.perf_counter()
-    spec = PRESETS[preset]
     out_dir = Path(out_dir).expanduser().resolve()
     say = progress or (lambda message: None)
     _prepare_output(out_dir)

@@ -17,11 +17,21 @@ import numpy as np
 from personsearch_train.data.synthetic.figures import draw_person, sample_pose
 from personsearch_train.data.synthetic.identities import Identity
 
-__all__ = ["DOMAINS", "RenderedScene", "ScenePlan", "make_background", "render_scene"]
+__all__ = ["DOMAINS", "SCALES", "RenderedScene", "ScenePlan", "make_background", "render_scene"]
 
 #: Rendering domains: ``"standard"`` is what every training layout uses; ``"shifted"``
 #: (UFine3C's cross-domain split) draws other backgrounds under dim, tinted light.
 DOMAINS: tuple[str, ...] = ("standard", "shifted")
+#: Person-height spreads of street scenes, name -> ``(smallest height in pixels, smallest
+#: and largest height as fractions of the image height, tallest allowed fraction)``; the
+#: smallest height is ``min(pixels, fraction * H)``. ``"standard"`` is PRW-like (40 px to
+#: 0.7 H) and what every layout of the full set uses; ``"wide"`` (16 px to 0.9 H, CrowdHuman-
+#: or CityPersons-like far pedestrians and close-ups) is the hybrid pre-training
+#: detection set's, so pre-training sees scales the target never shows.
+SCALES: dict[str, tuple[float, float, float, float]] = {
+    "standard": (40.0, 0.3, 0.7, 0.75),
+    "wide": (16.0, 0.1, 0.9, 0.95),
+}
 
 _FACADES = np.array(
     [
@@ -74,6 +84,8 @@ class ScenePlan:
             person centred, filling the height; for re-id / text crops).
         domain: One of :data:`DOMAINS`; ``"shifted"`` changes the background palette,
             the lighting and the blur, never who is drawn or how.
+        scale: A key of :data:`SCALES`: the range of person heights of a street scene
+            (crops always fill their height).
     """
 
     width: int
@@ -83,10 +95,15 @@ class ScenePlan:
     background_seed: int
     style: str = "street"
     domain: str = "standard"
+    scale: str = "standard"
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
             raise ValueError(f"unknown rendering domain {self.domain!r}; choose one of {', '.join(DOMAINS)}")
+        if self.scale not in SCALES:
+            raise ValueError(
+                f"unknown person-height spread {self.scale!r}; choose one of {', '.join(SCALES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -173,13 +190,12 @@ def make_background(
 
 
 def _place(
-    rng: np.random.Generator, plan: ScenePlan, horizon: int, heights: list[int]
+    rng: np.random.Generator, plan: ScenePlan, horizon: int, heights: list[int], hmax: float
 ) -> list[tuple[int, int]]:
-    """Foot positions: nearer (lower) people are taller; avoid stacking people exactly."""
+    """Foot positions: nearer (lower) people are taller, ``hmax`` at the bottom; avoid stacking people."""
     w, h = plan.width, plan.height
     feet: list[tuple[int, int]] = []
     boxes: list[tuple[float, float, float, float]] = []
-    hmax = 0.7 * h
     for height_px in heights:
         if plan.style == "crop":
             foot = (w // 2 + int(rng.integers(-2, 3)), int(h - rng.uniform(0.01, 0.04) * h))
@@ -301,17 +317,18 @@ def render_scene(plan: ScenePlan) -> RenderedScene:
     img *= rng.uniform(0.92, 1.08)
     h, w = plan.height, plan.width
     n = len(plan.people)
-    hmin, hmax = min(40.0, 0.3 * h), 0.7 * h
+    min_pixels, min_fraction, max_fraction, top_fraction = SCALES[plan.scale]
+    hmin, hmax = min(min_pixels, min_fraction * h), max_fraction * h
     heights = []
     for person in plan.people:
         if plan.style == "crop":
             base = rng.uniform(0.86, 0.94) * h
         else:
             base = math.exp(rng.uniform(math.log(hmin), math.log(hmax)))
-        top = 0.97 * h if plan.style == "crop" else 0.75 * h
+        top = 0.97 * h if plan.style == "crop" else top_fraction * h
         heights.append(int(round(np.clip(base * person.height, 0.9 * hmin, top))))
     sprites = [draw_person(p, hp, sample_pose(rng), rng) for p, hp in zip(plan.people, heights, strict=True)]
-    feet = _place(rng, plan, horizon, heights)
+    feet = _place(rng, plan, horizon, heights, hmax)
 
     owner = np.full((h, w), -1, dtype=np.int32)
     boxes = np.zeros((n, 4), dtype=np.int64)

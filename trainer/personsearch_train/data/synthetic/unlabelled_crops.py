@@ -14,7 +14,9 @@ of the PEDES or UFine6926 layout (and so of UFine3C, which reuses the UFine6926 
 people) of the *target* synthetic set, the one the pre-trained model is later
 fine-tuned and tested on: a pre-training set that contained the test people would
 inflate the results, which real LUPerson cannot do. The target's people are rebuilt
-from its preset and seed without rendering anything.
+from its preset and seed without rendering anything (:mod:`.target_people`). The hybrid
+pre-training sets (:mod:`.subtask_sets`) call this with every target layout excluded and
+the shifted rendering domain.
 
 ``truth/attributes.json`` lists, per crop, the phrase-bank value keys that are correct
 for it (:func:`~personsearch_train.data.synthetic.attribute_truth.attribute_truth`). It
@@ -34,7 +36,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,19 +45,24 @@ import numpy as np
 
 from personsearch_train.data.synthetic.attribute_truth import attribute_truth
 from personsearch_train.data.synthetic.generator import (
-    _PEDES,
-    _UFINE,
     _UNLABELLED,
     GENERATOR_VERSION,
-    PRESETS,
     Preset,
     _crop_scene,
     _crop_size,
     _render_all,
     _Scene,
+    preset_spec,
     spawn_render_pool,
 )
 from personsearch_train.data.synthetic.identities import Identity, sample_identities
+from personsearch_train.data.synthetic.scenes import DOMAINS
+from personsearch_train.data.synthetic.target_people import (
+    TEXT_LAYOUTS,
+    appearance_key,
+    check_layouts,
+    target_appearances,
+)
 from personsearch_train.data.synthetic.writers import write_json
 from personsearch_train.errors import ConfigError, TrainerError
 
@@ -64,6 +71,7 @@ __all__ = [
     "TRUTH_FILE",
     "UNLABELLED_FOLDER",
     "UnlabelledCropsManifest",
+    # Defined in target_people; still importable from here, where they were first.
     "appearance_key",
     "generate_unlabelled_crops",
     "target_appearances",
@@ -76,10 +84,6 @@ MANIFEST_NAME = "synthetic_unlabelled_manifest.json"
 #: The evaluation-only attribute file, relative to the set's folder.
 TRUTH_FILE = "truth/attributes.json"
 _IMAGES = "images"
-# Identity fields that do not make two people look different in a caption's terms (and
-# barely in a crop): two people who differ only in these count as the same appearance.
-_IGNORED_FIELDS = frozenset({"key", "build", "height", "skin"})
-_APPEARANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Identity) if f.name not in _IGNORED_FIELDS)
 # What a killed run can leave in our folders: finished files and atomic_replace's
 # temporaries (".<name>.<random>.tmp"). Used to tell an interrupted set from user files.
 _OUR_FILES = {
@@ -102,6 +106,8 @@ class UnlabelledCropsManifest:
         identities: Distinct people shown by the crops.
         image_paths: The crops, in file (and truth file) order.
         seconds: Wall time (not written to the manifest file, which must be reproducible).
+        target_layouts: The target layouts whose people were excluded.
+        domain: Rendering domain of the crops (``scenes.DOMAINS``).
     """
 
     root: Path
@@ -113,6 +119,8 @@ class UnlabelledCropsManifest:
     identities: int
     image_paths: tuple[Path, ...]
     seconds: float = 0.0
+    target_layouts: tuple[str, ...] = TEXT_LAYOUTS
+    domain: str = "standard"
 
     @property
     def truth_path(self) -> Path:
@@ -127,55 +135,15 @@ class UnlabelledCropsManifest:
             "seed": self.seed,
             "target_preset": self.target_preset,
             "target_seed": self.target_seed,
+            "target_layouts": list(self.target_layouts),
             "rejected_identities": self.rejected_identities,
             "identities": self.identities,
+            "domain": self.domain,
             "version": GENERATOR_VERSION,
             "images": _IMAGES,
             # Named so that a reader of the manifest sees at once the file is off-limits to training.
             "evaluation_only": TRUTH_FILE,
         }
-
-
-def appearance_key(identity: Identity) -> tuple[Any, ...]:
-    """What makes two people look alike: every field but key, build, height and skin.
-
-    Args:
-        identity: A drawn person.
-
-    Returns:
-        Clothes, colours, patterns, sleeves, shoes, hair and accessories, as a tuple.
-    """
-    return tuple(getattr(identity, name) for name in _APPEARANCE_FIELDS)
-
-
-def _preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown synthetic preset {name!r}; choose one of {', '.join(PRESETS)}.")
-    return PRESETS[name]
-
-
-def target_appearances(preset: str, seed: int) -> frozenset[tuple[Any, ...]]:
-    """The appearances of the PEDES and UFine6926 people of a synthetic set, without rendering it.
-
-    Args:
-        preset: The set's preset name.
-        seed: The set's seed.
-
-    Returns:
-        :func:`appearance_key` of every person of both layouts (UFine3C reuses the
-        UFine6926 test people, so it is covered too).
-
-    Raises:
-        ConfigError: Unknown preset.
-    """
-    spec = _preset(preset)
-    keys: set[tuple[Any, ...]] = set()
-    # The generator's planners draw their people first, exactly like this, from these
-    # streams; calling them instead would also plan (and caption) every image.
-    for stream in (_PEDES, _UFINE):
-        rng = np.random.default_rng([seed, stream])
-        keys.update(appearance_key(p) for p in sample_identities(rng, sum(spec.pedes_ids), first_key=1))
-    return frozenset(keys)
 
 
 def _is_ours(folder: Path, pattern: re.Pattern[str]) -> bool:
@@ -212,9 +180,16 @@ def _prepare_output(out_dir: Path) -> None:
 
 
 def _plan(
-    count: int, seed: int, spec: Preset, taken: frozenset[tuple[Any, ...]], images: Path
+    count: int,
+    seed: int,
+    spec: Preset,
+    taken: frozenset[tuple[Any, ...]],
+    images: Path,
+    domain: str = "standard",
 ) -> tuple[list[_Scene], list[Identity], int]:
     """The crops to render, the people they show, and how many drawn people were rejected."""
+    # Not target_people.sample_disjoint_identities: this loop stops in the middle of a
+    # batch once the crops are counted out, and changing that would change every set's bytes.
     people_rng = np.random.default_rng([seed, _UNLABELLED])
     # Crop counts and sizes draw from their own stream, so the people do not depend on them.
     layout_rng = np.random.default_rng([seed, _UNLABELLED, 1])
@@ -249,6 +224,7 @@ def _plan(
                         stream=_UNLABELLED,
                         index=index,
                         image_path=images / name,
+                        domain=domain,
                     )
                 )
     return scenes, shown, rejected
@@ -263,6 +239,8 @@ def generate_unlabelled_crops(
     target_seed: int = 0,
     workers: int | None = None,
     progress: Callable[[str], None] | None = None,
+    target_layouts: Collection[str] = TEXT_LAYOUTS,
+    domain: str = "standard",
 ) -> UnlabelledCropsManifest:
     """Render ``count`` unlabelled person crops whose people are not in a target synthetic set.
 
@@ -271,19 +249,25 @@ def generate_unlabelled_crops(
             set (a ``synthetic_unlabelled_manifest.json``), that set is replaced.
         count: Number of crops.
         seed: Seed of the unlabelled set (people, poses, backgrounds, sizes).
-        target_preset: Preset of the synthetic set whose PEDES and UFine6926 people
+        target_preset: Preset of the synthetic set whose people (of ``target_layouts``)
             must not appear here.
         target_seed: Seed of that set.
         workers: Rendering processes; None picks 1 for fewer than 400 crops, else the
             CPUs available to this process. Workers are *spawned*, so a script calling
             this with several workers must do so under ``if __name__ == "__main__":``.
         progress: Called with a short message at each stage (e.g. ``print``).
+        target_layouts: Target layouts whose people are excluded
+            (:data:`~.target_people.ALL_LAYOUTS`); the default, the text layouts, suits
+            text pre-training; person-search pre-training excludes them all.
+        domain: Rendering domain (``scenes.DOMAINS``); ``"shifted"`` renders other
+            backgrounds under other light than the target's.
 
     Returns:
         The :class:`UnlabelledCropsManifest`.
 
     Raises:
-        ConfigError: ``count`` or ``workers`` below 1, a negative seed, or an unknown preset.
+        ConfigError: ``count`` or ``workers`` below 1, a negative seed, or an unknown
+            preset, layout or domain.
         TrainerError: ``out_dir`` is a file, or a non-empty folder not made by this function.
     """
     if count < 1:
@@ -292,15 +276,18 @@ def generate_unlabelled_crops(
         raise ConfigError(f"workers must be at least 1, got {workers}.")
     if seed < 0 or target_seed < 0:
         raise ConfigError(f"seeds must not be negative, got seed={seed}, target_seed={target_seed}.")
-    spec = _preset(target_preset)
+    spec = preset_spec(target_preset)
+    if domain not in DOMAINS:
+        raise ConfigError(f"unknown rendering domain {domain!r}; choose one of {', '.join(DOMAINS)}.")
+    layouts = check_layouts(target_layouts)
     started = time.perf_counter()
     out_dir = Path(out_dir).expanduser().resolve()
     say = progress or (lambda message: None)
     _prepare_output(out_dir)
 
     say(f"drawing people unlike those of the '{target_preset}' set with seed {target_seed}")
-    taken = target_appearances(target_preset, target_seed)
-    scenes, shown, rejected = _plan(count, seed, spec, taken, out_dir / _IMAGES)
+    taken = target_appearances(target_preset, target_seed, layouts)
+    scenes, shown, rejected = _plan(count, seed, spec, taken, out_dir / _IMAGES, domain)
 
     if workers is None:
         workers = 1 if count < 400 else len(os.sched_getaffinity(0))
@@ -327,6 +314,8 @@ def generate_unlabelled_crops(
         rejected_identities=rejected,
         identities=len(shown),
         image_paths=tuple(s.image_path for s in scenes if s.image_path is not None),
+        target_layouts=layouts,
+        domain=domain,
     )
     write_json(out_dir / MANIFEST_NAME, manifest.to_json())
     return dataclasses.replace(manifest, seconds=time.perf_counter() - started)
