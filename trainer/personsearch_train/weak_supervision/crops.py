@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from personsearch_train.layers.dataset_norm import DatasetSpecificBatchNorm
 from personsearch_train.layers.roi_align import roi_align
 
 __all__ = ["crop_people", "frozen_running_statistics"]
@@ -89,7 +90,9 @@ def frozen_running_statistics(model: nn.Module, *, batch_statistics: bool = True
             behaviour). False: normalise with the running ones (eval behaviour), for a
             batch of one crop, whose statistics over one sample are undefined.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # Dataset-specific batch norms (hybrid pre-training) keep running statistics too.
+    norm_types = (nn.modules.batchnorm._BatchNorm, DatasetSpecificBatchNorm)
+    norms = [m for m in model.modules() if isinstance(m, norm_types)]
     saved = [(m.momentum, m.training) for m in norms]
     for m in norms:
         # With momentum 0 the update ``(1 - m) * running + m * batch`` keeps ``running``.
