@@ -20,7 +20,13 @@ from personsearch_train.errors import ConfigError
 
 
 def test_every_reader_is_registered() -> None:
-    assert available_readers("person_search") == ("cuhk_sysu", "market1501_scenes", "prw")
+    assert available_readers("person_search") == (
+        "coco_scenes",
+        "cuhk_sysu",
+        "luperson_scenes",
+        "market1501_scenes",
+        "prw",
+    )
     # Pseudo scenes are a pre-training source without a test split.
     assert available_readers("person_search", evaluable=True) == ("cuhk_sysu", "prw")
     assert available_readers("text_person") == (
@@ -49,7 +55,9 @@ def test_duplicate_name_raises() -> None:
 
 
 def test_unknown_name_lists_choices() -> None:
-    with pytest.raises(ConfigError, match="choose one of: cuhk_sysu, market1501_scenes, prw"):
+    with pytest.raises(
+        ConfigError, match="choose one of: coco_scenes, cuhk_sysu, luperson_scenes, market1501_scenes, prw"
+    ):
         get_reader("market1501", "person_search")
     with pytest.raises(ConfigError, match="unknown dataset 'mot17'"):
         get_reader("mot17")

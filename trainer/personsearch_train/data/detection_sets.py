@@ -30,10 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from personsearch_train.data.structures import UNLABELLED, ImageRecord
+from personsearch_train.data.structures import UNLABELLED, ImageRecord, PersonSearchSplit
 from personsearch_train.errors import ConfigError, DatasetFormatError
 
-__all__ = ["load_coco_persons", "load_crowdhuman"]
+__all__ = ["COCO_ANNOTATION_PATTERN", "load_coco_persons", "load_coco_scenes", "load_crowdhuman"]
+
+#: Annotation files of a COCO-layout folder: ``annotations/instances_<images folder>.json``.
+COCO_ANNOTATION_PATTERN = "instances_train*.json"
 
 _CROWDHUMAN_BOXES = {"full": "fbox", "visible": "vbox", "head": "hbox"}
 
@@ -195,3 +198,56 @@ def load_crowdhuman(
             name = entry["ID"] + ".jpg"
             records.append(_record(name, image_root / name, kept))
     return records
+
+
+def load_coco_scenes(root: str | Path, split: str) -> PersonSearchSplit:
+    """The ``coco_scenes`` reader: a COCO-layout detection set as a person-search training split.
+
+    Detection-only scenes are a hybrid pre-training source (``data.mix``): they give
+    the detector boxes but nobody an identity, so every pid is ``-1``. The folder has
+    COCO's layout, as the full COCO download and ``personsearch synth --subtask-sets``
+    write it::
+
+        root/annotations/instances_train2017.json
+        root/train2017/000000000001.jpg ...
+
+    The annotation file is ``annotations/instances_train*.json`` (the newest by name when
+    there are several) and its images are in the folder named after it
+    (``instances_train2017.json`` -> ``train2017/``). Images without a (non-crowd) person
+    box are left out: they would train the detector on background only.
+
+    Args:
+        root: The COCO-layout folder.
+        split: Must be ``"train"``: a pre-training source has no test split.
+
+    Returns:
+        The training split: ``dataset="coco_scenes"``, records in the json's order with
+        boxes ``[M, 4]`` float32 xyxy and pids ``[M]`` int64 all ``-1``, no identities.
+
+    Raises:
+        ConfigError: ``split`` is not ``"train"``.
+        DatasetFormatError: No annotation file or image folder, an unreadable json (see
+            :func:`load_coco_persons`), or not one image with a person box.
+    """
+    if split != "train":
+        raise ConfigError(
+            f"coco_scenes is a pre-training source with a train split only, not {split!r}; "
+            "evaluate on a person-search dataset with a test split (cuhk_sysu, prw)."
+        )
+    folder = Path(root).expanduser().resolve()
+    annotations = sorted((folder / "annotations").glob(COCO_ANNOTATION_PATTERN))
+    if not annotations:
+        raise DatasetFormatError(
+            f"{folder}: no annotations/{COCO_ANNOTATION_PATTERN} (a COCO-layout folder holds "
+            "annotations/instances_train2017.json and train2017/)."
+        )
+    annotation = annotations[-1]
+    image_root = folder / annotation.stem.removeprefix("instances_")
+    if not image_root.is_dir():
+        raise DatasetFormatError(f"{annotation}: its image folder {image_root} does not exist.")
+    records = load_coco_persons(annotation, image_root)
+    if not records:
+        raise DatasetFormatError(
+            f"{annotation}: not one image has a (non-crowd) person box; nothing to train on."
+        )
+    return PersonSearchSplit(dataset="coco_scenes", split="train", root=folder, images=tuple(records))

@@ -90,6 +90,7 @@ __all__ = [
     "PseudoSceneSettings",
     "compose_pseudo_scenes",
     "load_market1501_scenes",
+    "load_unlabelled_crop_scenes",
 ]
 
 #: Manifest file name inside the output folder.
@@ -98,6 +99,9 @@ MANIFEST_NAME = "pseudo_scenes.json"
 SCENES_DIR = "scenes"
 #: Cache folder, inside a Market-1501 root, used by :func:`load_market1501_scenes`.
 CACHE_DIR = "pseudo_scenes"
+#: Sub-folder of an unlabelled crop set that holds the crops (LUPerson-style layout).
+UNLABELLED_CROPS_DIR = "images"
+_CROP_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 _FORMAT = "personsearch-pseudo-scenes"
 # Bump when the composition changes for the same settings, so old caches are rebuilt.
@@ -638,6 +642,79 @@ def load_market1501_scenes(
     folder = Path(root).expanduser().resolve()
     result = compose_pseudo_scenes(
         crops, folder / CACHE_DIR, settings=settings, dataset="market1501_scenes", progress=progress
+    )
+    if result.unreadable:
+        shown = ", ".join(result.unreadable[:5]) + (", ..." if len(result.unreadable) > 5 else "")
+        warnings.warn(
+            f"{crops.root}: {len(result.unreadable)} crops could not be decoded and are left out "
+            f"of the pseudo scenes ({shown}).",
+            stacklevel=2,
+        )
+    return dataclasses.replace(result.split, root=folder)
+
+
+def _unlabelled_crops(root: Path) -> ReidCropSet:
+    """The crops of an unlabelled crop folder: ``root/images/*`` (or ``root/*``), all pid ``-1``."""
+    folder = root / UNLABELLED_CROPS_DIR if (root / UNLABELLED_CROPS_DIR).is_dir() else root
+    paths = tuple(sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _CROP_SUFFIXES))
+    if not paths:
+        raise DatasetFormatError(
+            f"{folder}: no crop images ({', '.join(_CROP_SUFFIXES)}); an unlabelled crop set holds "
+            f"its crops in {UNLABELLED_CROPS_DIR}/ (or directly in the folder)."
+        )
+    count = len(paths)
+    zeros = np.zeros(count, dtype=np.int64)
+    return ReidCropSet(
+        root=folder,
+        names=tuple(p.name for p in paths),
+        paths=paths,
+        pids=np.full(count, UNLABELLED, dtype=np.int64),
+        cameras=zeros,
+        sequences=zeros,
+        frames=zeros,
+    )
+
+
+def load_unlabelled_crop_scenes(
+    root: str | Path,
+    split: str,
+    *,
+    settings: PseudoSceneSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PersonSearchSplit:
+    """The ``luperson_scenes`` reader: unlabelled person crops (LUPerson-style) as pseudo scenes.
+
+    Reads the crops of ``root/images/`` (the layout ``personsearch synth
+    --subtask-sets`` writes for ``LUPerson-synthetic/``; crops directly in ``root`` are
+    accepted too) and composes them like :func:`load_market1501_scenes`, into the cache
+    folder ``root/pseudo_scenes``. Nobody has an identity: every box gets pid ``-1``, so
+    a scene may hold any number of them (nothing says two crops are not one person, but
+    an unlabelled set has no way to tell either).
+
+    Args:
+        root: The crop folder.
+        split: Must be ``"train"``: a pre-training source has no test split.
+        settings: Composition settings; None = the defaults.
+        progress: Called with a short message now and then.
+
+    Returns:
+        The training split (``dataset="luperson_scenes"``, no identities).
+
+    Raises:
+        ConfigError: ``split`` is not ``"train"``.
+        DatasetFormatError: The folder holds no crop image, or none can be decoded.
+    """
+    if split != "train":
+        raise ConfigError(
+            f"luperson_scenes is a pre-training source with a train split only, not {split!r}; "
+            "evaluate on a person-search dataset with a test split (cuhk_sysu, prw)."
+        )
+    folder = Path(root).expanduser().resolve()
+    if not folder.is_dir():
+        raise DatasetFormatError(f"{folder}: not a folder of unlabelled person crops.")
+    crops = _unlabelled_crops(folder)
+    result = compose_pseudo_scenes(
+        crops, folder / CACHE_DIR, settings=settings, dataset="luperson_scenes", progress=progress
     )
     if result.unreadable:
         shown = ", ".join(result.unreadable[:5]) + (", ..." if len(result.unreadable) > 5 else "")

@@ -2,8 +2,10 @@
 
 Each reader is registered once under a name with its kind:
 
-* ``person_search`` (``cuhk_sysu``, ``prw``, and ``market1501_scenes``, Market-1501
-  training crops composed into pseudo scenes for pre-training, train split only):
+* ``person_search`` (``cuhk_sysu``, ``prw``, and three hybrid pre-training sources with a
+  train split only: ``market1501_scenes``, Market-1501 training crops composed into
+  pseudo scenes; ``luperson_scenes``, unlabelled crops composed the same way; and
+  ``coco_scenes``, a COCO-layout detection set whose people have no identity):
   ``loader(root, split) -> PersonSearchSplit``; use :func:`load_split`;
 * ``text_person`` (``cuhk_pedes``, ``icfg_pedes``, ``rstpreid``, ``ufine6926``,
   ``ufine3c``, and ``luperson_t``, pseudo-captioned crops for pre-training):
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from personsearch_train.data.cuhk_sysu import load_cuhk_sysu
-from personsearch_train.data.detection_sets import load_coco_persons, load_crowdhuman
+from personsearch_train.data.detection_sets import load_coco_persons, load_coco_scenes, load_crowdhuman
 from personsearch_train.data.prw import load_prw
 from personsearch_train.data.pseudo_captioned import load_pseudo_captioned
 from personsearch_train.data.reid_folders import load_market1501
@@ -185,6 +187,29 @@ register_reader(
     kind="person_search",
     loader=_load_market1501_scenes,
     description="Market-1501 training crops composed into pseudo scenes, pre-training only",
+    has_test_split=False,
+)
+
+
+def _load_luperson_scenes(root: str | Path, split: str, **options: Any) -> PersonSearchSplit:
+    """The ``luperson_scenes`` loader (:func:`.pseudo_scenes.load_unlabelled_crop_scenes`)."""
+    from personsearch_train.data.pseudo_scenes import load_unlabelled_crop_scenes
+
+    return load_unlabelled_crop_scenes(root, split, **options)
+
+
+register_reader(
+    name="luperson_scenes",
+    kind="person_search",
+    loader=_load_luperson_scenes,
+    description="unlabelled person crops (LUPerson layout) composed into pseudo scenes, pre-training only",
+    has_test_split=False,
+)
+register_reader(
+    name="coco_scenes",
+    kind="person_search",
+    loader=load_coco_scenes,
+    description="COCO-layout person boxes as scenes without identities, pre-training only",
     has_test_split=False,
 )
 

@@ -89,7 +89,9 @@ class DataSourceConfig:
 
     Attributes:
         dataset: Registered reader name (``personsearch_train.data.registry``).
-        root: Its folder.
+        root: Its folder; empty takes the folder given as ``data.root`` (``--data-root``),
+            where a sub-folder with the dataset's conventional name (``COCO``,
+            ``Market-1501``, ``LUPerson-synthetic``) is used when there is one.
         ratio: Relative share of batches drawn from it (``data.ratio`` is the primary's).
     """
 
@@ -589,9 +591,12 @@ def load_config(
         raise ConfigError(f"{path}: {exc}") from None
     if data_root is not None:
         cfg.data.root = str(data_root)
-    cfg.data.root = _dataset_folder(cfg.data.dataset, cfg.data.root)
+    given_root = cfg.data.root
+    cfg.data.root = _dataset_folder(cfg.data.dataset, given_root)
     for source in cfg.data.mix:
-        source.root = _dataset_folder(source.dataset, source.root)
+        # An empty root means "beside the primary": the folder given as data.root, where
+        # `personsearch synth --subtask-sets` writes every source under its own name.
+        source.root = _dataset_folder(source.dataset, source.root or given_root)
     return cfg
 
 
@@ -652,6 +657,8 @@ _FOLDER_NAMES = {
     "ufine6926": ("UFine6926", "ufine6926"),
     "ufine3c": ("UFine3C", "ufine3c"),
     "market1501_scenes": ("Market-1501", "Market-1501-v15.09.15", "market1501"),
+    "luperson_scenes": ("LUPerson-synthetic", "LUPerson", "luperson"),
+    "coco_scenes": ("COCO", "coco"),
 }
 
 

@@ -10,6 +10,7 @@ objects from ``build_hooks``, instead of editing the loop. A hook can
 * own modules (memory banks, projection heads): :meth:`TrainingHook.modules` are
   moved to the training device, their parameters are optimised with the model's, and
   their ``state_dict`` travels in every resumable checkpoint;
+* set per-batch model state before the forward (:meth:`TrainingHook.before_forward`);
 * add losses computed on a second input path: :meth:`TrainingHook.extra_losses` is
   called inside the (DDP-wrapped) training forward, with the batch, so gradients of
   e.g. a crop branch (:func:`~personsearch_train.weak_supervision.crop_people`) are
@@ -46,6 +47,20 @@ class TrainingHook:
 
     def before_epoch(self, trainer: Trainer, epoch: int) -> None:
         """Called before each epoch's first step (also when resuming mid-epoch)."""
+
+    def before_forward(
+        self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, Any]]
+    ) -> None:
+        """Called inside the training forward, before the model runs on the batch.
+
+        For per-batch model state that the batch decides, such as which data source's
+        normalisation statistics are active (hybrid pre-training's alignment module).
+
+        Args:
+            model: The unwrapped model.
+            images: ``[3, H, W]`` float RGB tensors on the training device.
+            targets: The batch's target dicts (with ``source`` when ``data.mix`` is set).
+        """
 
     def extra_losses(
         self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, Any]]

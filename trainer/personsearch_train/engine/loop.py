@@ -290,6 +290,8 @@ class _TrainForward(nn.Module):
         self._hooks = list(hooks)
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        for hook in self._hooks:
+            hook.before_forward(self.model, images, targets)
         outputs = self.model.forward_train(images, targets)
         # Person-search models return TrainingOutputs, dual encoders PairTrainingOutputs;
         # the loop needs only the model's own loss terms, the method reads the rest.

@@ -75,7 +75,7 @@ from personsearch_train.methods.pseudo_label_hook import PseudoLabelHook
 from personsearch_train.methods.registry import register_method
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.clustering import first_neighbour_clusters
-from personsearch_train.weak_supervision.crops import crop_people, frozen_running_statistics
+from personsearch_train.weak_supervision.crops import crop_people, embed_person_crops
 from personsearch_train.weak_supervision.features import extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
 from personsearch_train.weak_supervision.person_rows import box_counts, hidden_identities, rows_of_targets
@@ -192,14 +192,12 @@ class RSiamNetLosses(MethodLosses):
             )
         instance = None
         if self.args.paths in ("both", "instance"):
-            crops = crop_people(
+            instance = embed_person_crops(
+                model,
                 images,
                 [t["boxes"] for t in targets],
                 output_size=(self.args.crop_height, self.args.crop_width),
             )
-            # A process may hold a single person (one image of one person per rank).
-            with frozen_running_statistics(model, batch_statistics=len(crops) > 1):
-                instance = model.encode_crops(crops)
         return search, instance
 
     def forward(  # type: ignore[override]

@@ -24,6 +24,7 @@ from personsearch_train.weak_supervision.clustering import (
     first_neighbour_clusters as first_neighbour_clusters,
 )
 from personsearch_train.weak_supervision.crops import crop_people as crop_people
+from personsearch_train.weak_supervision.crops import embed_person_crops as embed_person_crops
 from personsearch_train.weak_supervision.crops import (
     frozen_running_statistics as frozen_running_statistics,
 )

@@ -18,7 +18,7 @@ from torch import nn
 from personsearch_train.layers.dataset_norm import DatasetSpecificBatchNorm
 from personsearch_train.layers.roi_align import roi_align
 
-__all__ = ["crop_people", "frozen_running_statistics"]
+__all__ = ["crop_people", "embed_person_crops", "frozen_running_statistics"]
 
 
 def crop_people(
@@ -105,3 +105,28 @@ def frozen_running_statistics(model: nn.Module, *, batch_statistics: bool = True
         for m, (momentum, training) in zip(norms, saved, strict=True):
             m.momentum = momentum
             m.train(training)
+
+
+def embed_person_crops(
+    model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor], *, output_size: tuple[int, int]
+) -> torch.Tensor:
+    """The instance path: cut the people out, resize them and embed the crops with ``model``.
+
+    R-SiamNet's ``f^b`` and the crop view of hybrid pre-training's instance consistency.
+    The crops run in the model's current mode with gradients, but leave the batch
+    norms' running statistics alone (:func:`frozen_running_statistics`): inference only
+    ever sees scenes. A single crop (one person on this process) is normalised with the
+    running statistics, since the statistics of one sample are undefined.
+
+    Args:
+        model: A model with ``encode_crops(crops [N, 3, h, w]) -> [N, D]`` (SeqNet).
+        images: ``B`` tensors ``[3, H_i, W_i]`` float RGB in ``[0, 1]``.
+        boxes: ``B`` tensors ``[M_i, 4]`` float xyxy pixels.
+        output_size: ``(height, width)`` of the crops.
+
+    Returns:
+        ``[sum M_i, D]`` embeddings in image, then box order.
+    """
+    crops = crop_people(images, boxes, output_size=output_size)
+    with frozen_running_statistics(model, batch_statistics=len(crops) > 1):
+        return model.encode_crops(crops)
