@@ -633,22 +633,38 @@ def load_market1501_scenes(
         ConfigError: ``split`` is not ``"train"``.
         DatasetFormatError: The crop folder is missing, misnamed or has no readable crop.
     """
-    if split != "train":
-        raise ConfigError(
-            f"market1501_scenes is a pre-training source with a train split only, not {split!r}; "
-            "evaluate on a person-search dataset with a test split (cuhk_sysu, prw)."
-        )
+    _require_train_split("market1501_scenes", split)
     crops = load_market1501(root, "bounding_box_train")
     folder = Path(root).expanduser().resolve()
+    return _cached_scene_split(crops, folder, "market1501_scenes", settings, progress)
+
+
+def _require_train_split(dataset: str, split: str) -> None:
+    if split != "train":
+        raise ConfigError(
+            f"{dataset} is a pre-training source with a train split only, not {split!r}; "
+            "evaluate on a person-search dataset with a test split (cuhk_sysu, prw)."
+        )
+
+
+def _cached_scene_split(
+    crops: ReidCropSet,
+    folder: Path,
+    dataset: str,
+    settings: PseudoSceneSettings | None,
+    progress: Callable[[str], None] | None,
+) -> PersonSearchSplit:
+    """Compose (or read back) ``crops`` into ``folder/pseudo_scenes``; warn about unreadable crops."""
     result = compose_pseudo_scenes(
-        crops, folder / CACHE_DIR, settings=settings, dataset="market1501_scenes", progress=progress
+        crops, folder / CACHE_DIR, settings=settings, dataset=dataset, progress=progress
     )
     if result.unreadable:
         shown = ", ".join(result.unreadable[:5]) + (", ..." if len(result.unreadable) > 5 else "")
+        # stacklevel 3: the warning points at the reader's caller, not at this helper.
         warnings.warn(
             f"{crops.root}: {len(result.unreadable)} crops could not be decoded and are left out "
             f"of the pseudo scenes ({shown}).",
-            stacklevel=2,
+            stacklevel=3,
         )
     return dataclasses.replace(result.split, root=folder)
 
@@ -704,23 +720,8 @@ def load_unlabelled_crop_scenes(
         ConfigError: ``split`` is not ``"train"``.
         DatasetFormatError: The folder holds no crop image, or none can be decoded.
     """
-    if split != "train":
-        raise ConfigError(
-            f"luperson_scenes is a pre-training source with a train split only, not {split!r}; "
-            "evaluate on a person-search dataset with a test split (cuhk_sysu, prw)."
-        )
+    _require_train_split("luperson_scenes", split)
     folder = Path(root).expanduser().resolve()
     if not folder.is_dir():
         raise DatasetFormatError(f"{folder}: not a folder of unlabelled person crops.")
-    crops = _unlabelled_crops(folder)
-    result = compose_pseudo_scenes(
-        crops, folder / CACHE_DIR, settings=settings, dataset="luperson_scenes", progress=progress
-    )
-    if result.unreadable:
-        shown = ", ".join(result.unreadable[:5]) + (", ..." if len(result.unreadable) > 5 else "")
-        warnings.warn(
-            f"{crops.root}: {len(result.unreadable)} crops could not be decoded and are left out "
-            f"of the pseudo scenes ({shown}).",
-            stacklevel=2,
-        )
-    return dataclasses.replace(result.split, root=folder)
+    return _cached_scene_split(_unlabelled_crops(folder), folder, "luperson_scenes", settings, progress)
