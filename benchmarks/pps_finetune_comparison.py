@@ -1,0 +1,163 @@
+"""Does hybrid pre-training (PPS) help? Fine-tune from PPS against from scratch, same budget.
+
+For each test format (CUHK-SYSU, PRW layouts of the synthetic set) and each fine-tuning
+budget (``quarter``: a quarter of ``synthetic_small``'s 18 epochs, ``full``: all of them),
+the script fine-tunes ``synthetic_small`` from scratch and from each PPS pre-training
+(with the alignment module, ``alignment: dataset_norm``, and without, ``none``), and
+prints the test mAP / top-1 of every fine-tune with the gain over scratch:
+
+=================  ==========================================================
+row                what starts the fine-tune
+=================  ==========================================================
+scratch            random initialisation (no ImageNet weights exist here)
+pps                ``pps_synthetic`` with the alignment module, folded
+pps_no_alignment   ``pps_synthetic`` with ``alignment: none`` (the ablation)
+=================  ==========================================================
+
+Every run is resumable and read back when finished, so an interrupted call continues
+where it stopped; ``--reuse ROW:FORMAT:BUDGET=RUN`` (fine-tunes) and
+``--reuse-pretrain ROW=RUN`` take runs trained elsewhere with the same settings. Rows
+are trained one after the other; ``--rows``, ``--formats`` and ``--budgets`` pick a
+subset (the full grid is 2 pre-trainings and 12 fine-tunes: hours on 2 CPU cores).
+
+Example:
+    python benchmarks/pps_finetune_comparison.py --target data/synth --subtask data/subtask \\
+        --out runs/pps_comparison --budgets quarter \\
+        --table benchmarks/results/pps_finetune_comparison.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+from personsearch_train.atomic_files import atomic_write_bytes
+from personsearch_train.engine.checkpoint import CheckpointFiles
+from personsearch_train.engine.config import load_config
+from personsearch_train.engine.loop import Trainer
+
+#: Epochs of the fine-tuning recipe (``synthetic_small.yaml``).
+FULL_EPOCHS = 18
+BUDGETS = {"quarter": FULL_EPOCHS // 4, "full": FULL_EPOCHS}
+FORMATS = {"cuhk_sysu": "CUHK-SYSU format", "prw": "PRW format"}
+#: Row -> the pre-training's alignment (None: no pre-training).
+ROWS: dict[str, str | None] = {"scratch": None, "pps": "dataset_norm", "pps_no_alignment": "none"}
+
+
+def _train(recipe: str, overrides: list[str], data_root: Path, run_dir: Path) -> None:
+    """Train ``recipe`` into ``run_dir`` unless it finished; resume an interrupted run."""
+    cfg = load_config(recipe, overrides, data_root=data_root)
+    latest = CheckpointFiles(run_dir, "latest")
+    resume = latest.exists()
+    if resume and int(json.loads(latest.metadata.read_text()).get("epoch", 0)) >= cfg.train.epochs:
+        return
+    Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=resume)
+
+
+def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float]:
+    """The metrics the fine-tune logged at its last epoch."""
+    path = run_dir / "metrics.jsonl"
+    rows = (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
+    done = [r for r in rows if r.get("epoch") == epochs]
+    if not done:
+        raise SystemExit(f"{run_dir}: no evaluation at epoch {epochs} in metrics.jsonl")
+    return done[-1]
+
+
+def _parse_reuse(items: list[str], parser: argparse.ArgumentParser) -> dict[tuple[str, str, str], Path]:
+    reuse = {}
+    for item in items:
+        key, sep, run = item.partition("=")
+        parts = tuple(key.split(":"))
+        if (
+            not sep
+            or len(parts) != 3
+            or parts[0] not in ROWS
+            or parts[1] not in FORMATS
+            or parts[2] not in BUDGETS
+        ):
+            parser.error(
+                f"--reuse {item!r}: expected ROW:FORMAT:BUDGET=RUN, e.g. scratch:prw:quarter=runs/ft"
+            )
+        reuse[parts] = Path(run)
+    return reuse
+
+
+def main() -> int:
+    """Run (or read back) the pre-trainings and fine-tunes, print and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", type=Path, required=True, help="the synthetic `small` person-search set")
+    parser.add_argument(
+        "--subtask", type=Path, required=True, help="`personsearch synth --subtask-sets` output"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder of the runs")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
+    parser.add_argument("--budgets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument("--pretrain-epochs", type=int, default=16, help="pps_synthetic epochs (default 16)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per training")
+    parser.add_argument("--reuse", action="append", default=[], metavar="ROW:FORMAT:BUDGET=RUN")
+    parser.add_argument("--reuse-pretrain", action="append", default=[], metavar="ROW=RUN")
+    parser.add_argument("--table", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    reuse = _parse_reuse(args.reuse, parser)
+    pretrain_runs = {row: args.out / f"pretrain_{row}" for row in ROWS if ROWS[row] is not None}
+    for item in args.reuse_pretrain:
+        row, sep, run = item.partition("=")
+        if not sep or ROWS.get(row) is None:
+            parser.error(f"--reuse-pretrain {item!r}: expected pps=RUN or pps_no_alignment=RUN")
+        pretrain_runs[row] = Path(run)
+
+    threads = f"train.cpu_threads={args.threads}"
+    milestone = max(1, round(args.pretrain_epochs * 0.75))
+    results: dict[tuple[str, str, str], dict[str, float]] = {}
+    for row in args.rows:
+        init: list[str] = []
+        if ROWS[row] is not None:
+            _train(
+                "pps_synthetic",
+                [
+                    f"train.epochs={args.pretrain_epochs}",
+                    f"schedule.milestones=[{milestone}]",
+                    f"method_args.alignment={ROWS[row]}",
+                    threads,
+                ],
+                args.subtask,
+                pretrain_runs[row],
+            )
+            init = [f"model.init_from={pretrain_runs[row]}"]
+        for fmt in args.formats:
+            for budget in args.budgets:
+                epochs = BUDGETS[budget]
+                run = reuse.get((row, fmt, budget), args.out / f"{row}_{fmt}_{budget}")
+                overrides = [f"data.dataset={fmt}", f"train.epochs={epochs}", threads, *init]
+                _train("synthetic_small", overrides, args.target, run)
+                results[row, fmt, budget] = _final_metrics(run, epochs)
+
+    lines = [
+        f"# {datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}, {platform.processor() or platform.machine()}, "
+        f"pps_synthetic {args.pretrain_epochs} epochs -> synthetic_small fine-tunes; test mAP / top-1 in %",
+        f"{'start':<18} {'test set':<18} {'budget':<14} {'mAP':>6} {'top-1':>6} {'mAP vs scratch':>15}",
+    ]
+    for (row, fmt, budget), metrics in results.items():
+        base = results.get(("scratch", fmt, budget))
+        gain = (
+            f"{100 * (metrics['mAP'] - base['mAP']):+15.2f}" if base is not None and row != "scratch" else ""
+        )
+        lines.append(
+            f"{row:<18} {FORMATS[fmt]:<18} {f'{budget} ({BUDGETS[budget]} ep)':<14} "
+            f"{100 * metrics['mAP']:>6.2f} {100 * metrics['top1']:>6.2f} {gain:>15}"
+        )
+    print("\n".join(lines))
+    if args.table is not None:
+        atomic_write_bytes(args.table, ("\n".join(lines) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
