@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from personsearch_train.atomic_files import atomic_write_bytes
-from personsearch_train.errors import ConfigError
+from personsearch_train.errors import ConfigError, require_choice
 
 __all__ = [
     "DataConfig",
@@ -266,9 +266,9 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Check value ranges and choices; raises :class:`ConfigError` naming the key."""
-        _choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
-        _choice("schedule.kind", self.schedule.kind, ("multistep", "cosine"))
-        _choice("train.device", self.train.device, ("auto", "cpu", "cuda"))
+        require_choice("optim.name", self.optim.name, ("sgd", "adam", "adamw"))
+        require_choice("schedule.kind", self.schedule.kind, ("multistep", "cosine"))
+        require_choice("train.device", self.train.device, ("auto", "cpu", "cuda"))
         _positive("optim.lr", self.optim.lr)
         _positive("train.epochs", self.train.epochs)
         _positive("train.batch_size", self.train.batch_size)
@@ -317,11 +317,6 @@ class ExperimentConfig:
         from personsearch_train.methods import build_method
 
         build_method(self.method, self.method_args).check_config(self)
-
-
-def _choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
 
 
 def _positive(key: str, value: float) -> None:

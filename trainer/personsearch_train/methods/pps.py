@@ -87,7 +87,7 @@ from torch import Tensor, nn
 
 from personsearch_train.data.structures import PersonSearchSplit
 from personsearch_train.engine.hooks import TrainingHook
-from personsearch_train.errors import ConfigError, TrainerError
+from personsearch_train.errors import ConfigError, TrainerError, require_choice
 from personsearch_train.layers.dataset_norm import (
     active_source,
     convert_to_dataset_norm,
@@ -168,8 +168,7 @@ class PPSArgs:
             ("fold_statistics", self.fold_statistics, FOLD_STATISTICS),
             ("consistency_sources", self.consistency_sources, CONSISTENCY_SOURCES),
         ):
-            if value not in allowed:
-                raise ConfigError(f"method_args.{key}: {value!r} is not one of {', '.join(allowed)}")
+            require_choice(f"method_args.{key}", value, allowed)
         for key in ("reid_weight", "ins_weight", "int_weight"):
             if not getattr(self, key) >= 0:
                 raise ConfigError(f"method_args.{key} must be >= 0, got {getattr(self, key)}")

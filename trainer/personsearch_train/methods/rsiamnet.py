@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from personsearch_train.engine.hooks import TrainingHook
-from personsearch_train.errors import ConfigError, TrainerError
+from personsearch_train.errors import ConfigError, TrainerError, require_choice
 from personsearch_train.losses.cluster_contrast import cluster_contrastive_loss
 from personsearch_train.losses.instance_consistency import self_instance_consistency, similarity_consistency
 from personsearch_train.losses.oim import gather_across_ranks
@@ -132,8 +132,7 @@ class RSiamNetArgs:
             ("pseudo_labels", self.pseudo_labels, PSEUDO_LABELS),
             ("cluster_features", self.cluster_features, CLUSTER_FEATURES),
         ):
-            if value not in allowed:
-                raise ConfigError(f"method_args.{key}: {value!r} is not one of {', '.join(allowed)}")
+            require_choice(f"method_args.{key}", value, allowed)
         if self.crop_height <= 0 or self.crop_width <= 0:
             raise ConfigError(
                 "method_args.crop_height/crop_width must be positive, "
