@@ -67,6 +67,15 @@ _PLAIN_TYPES: tuple[type[nn.BatchNorm1d] | type[nn.BatchNorm2d], ...] = (nn.Batc
 _INPUT_DIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,)}
 
 
+def _copy_affine(source: nn.Module, target: nn.Module) -> None:
+    """Copy ``weight`` and ``bias`` (values and ``requires_grad``) between two affine norms."""
+    for name in ("weight", "bias"):
+        value, into = getattr(source, name), getattr(target, name)
+        assert value is not None and into is not None
+        into.copy_(value)
+        into.requires_grad_(value.requires_grad)
+
+
 class DatasetSpecificBatchNorm(nn.Module):
     """Batch norm with one set of running statistics per data source and one shared affine.
 
@@ -197,11 +206,7 @@ class DatasetSpecificBatchNorm(nn.Module):
         )
         with torch.no_grad():
             if bn.affine:
-                assert layer.weight is not None and layer.bias is not None
-                layer.weight.copy_(bn.weight)
-                layer.bias.copy_(bn.bias)
-                layer.weight.requires_grad_(bn.weight.requires_grad)
-                layer.bias.requires_grad_(bn.bias.requires_grad)
+                _copy_affine(bn, layer)
             layer.running_mean.copy_(bn.running_mean.unsqueeze(0).expand_as(layer.running_mean))
             layer.running_var.copy_(bn.running_var.unsqueeze(0).expand_as(layer.running_var))
         layer.train(bn.training)
@@ -358,11 +363,7 @@ class DatasetSpecificBatchNorm(nn.Module):
         )
         with torch.no_grad():
             if self.affine:
-                assert self.weight is not None and self.bias is not None
-                bn.weight.copy_(self.weight)
-                bn.bias.copy_(self.bias)
-                bn.weight.requires_grad_(self.weight.requires_grad)
-                bn.bias.requires_grad_(self.bias.requires_grad)
+                _copy_affine(self, bn)
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
             bn.num_batches_tracked.copy_(count)
