@@ -98,6 +98,7 @@ from personsearch_train.losses.instance_consistency import self_instance_consist
 from personsearch_train.losses.oim import OIMLoss
 from personsearch_train.methods.base import MethodLosses, TrainingData, TrainingMethod
 from personsearch_train.methods.registry import register_method
+from personsearch_train.methods.seqnet_oim import oim_for_model
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.crops import embed_person_crops
 
@@ -427,11 +428,9 @@ class PPS(TrainingMethod):
         if self.args.num_labelled is None:
             # Resolved once, so the checkpoint records the size its tables have.
             self.args = replace(self.args, num_labelled=max(1, data.num_identities))
-        dim = getattr(model, "embedding_dim", None)
-        if not isinstance(dim, int):
-            raise TrainerError(f"pps needs a model with an 'embedding_dim'; {type(model).__name__} has none")
-        oim = OIMLoss(
-            num_features=dim,
+        oim = oim_for_model(
+            self.name,
+            model,
             num_labelled=int(self.args.num_labelled or 1),
             queue_size=self.args.queue_size,
             scale=self.args.oim_scale,

@@ -32,7 +32,7 @@ from personsearch_train.models.structures import TrainingOutputs
 if TYPE_CHECKING:
     from personsearch_train.engine.config import ExperimentConfig
 
-__all__ = ["OIMReidLoss", "SeqNetOIM", "SeqNetOIMArgs"]
+__all__ = ["OIMReidLoss", "SeqNetOIM", "SeqNetOIMArgs", "oim_for_model"]
 
 #: Model constructor arguments of older versions that are OIM settings now -> their name here.
 LEGACY_MODEL_ARGUMENTS = {
@@ -65,6 +65,33 @@ class SeqNetOIMArgs:
     scale: float = 30.0
     momentum: float = 0.5
     reid_loss_weight: float = 1.0
+
+
+def oim_for_model(
+    method: str, model: nn.Module, *, num_labelled: int, queue_size: int, scale: float, momentum: float
+) -> OIMLoss:
+    """An OIM loss sized for ``model``'s re-id embedding.
+
+    Args:
+        method: The method's name, for the error message.
+        model: A model with an int ``embedding_dim``.
+        num_labelled: Rows of the labelled lookup table.
+        queue_size: Length of the unlabelled circular queue.
+        scale: OIM's logit scale.
+        momentum: Lookup-table update momentum.
+
+    Raises:
+        TrainerError: ``model`` has no ``embedding_dim``.
+    """
+    dim = getattr(model, "embedding_dim", None)
+    if not isinstance(dim, int):
+        raise TrainerError(
+            f"{method} needs a model with an 'embedding_dim' (the re-id embedding size); "
+            f"{type(model).__name__} has none. Pick a model that embeds people, or another method"
+        )
+    return OIMLoss(
+        num_features=dim, num_labelled=num_labelled, queue_size=queue_size, scale=scale, momentum=momentum
+    )
 
 
 class OIMReidLoss(MethodLosses):
@@ -140,14 +167,9 @@ class SeqNetOIM(TrainingMethod):
         if self.args.num_labelled is None:
             # Resolved once, so the checkpoint records the size its tables have.
             self.args = replace(self.args, num_labelled=max(1, data.num_identities))
-        dim = getattr(model, "embedding_dim", None)
-        if not isinstance(dim, int):
-            raise TrainerError(
-                f"{self.name} needs a model with an 'embedding_dim' (the re-id embedding size); "
-                f"{type(model).__name__} has none. Pick a model that embeds people, or another method"
-            )
-        oim = OIMLoss(
-            num_features=dim,
+        oim = oim_for_model(
+            self.name,
+            model,
             num_labelled=int(self.args.num_labelled),
             queue_size=self.args.queue_size,
             scale=self.args.scale,
