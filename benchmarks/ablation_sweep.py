@@ -61,7 +61,8 @@ def _overrides(
     ]
 
 
-def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float] | None:
+def final_metrics(run_dir: Path, epochs: int) -> dict[str, float] | None:
+    """The metrics a run logged at epoch ``epochs`` (its ``metrics.jsonl``), or None."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return None
@@ -70,10 +71,25 @@ def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float] | None:
     return done[-1] if done else None
 
 
+def train_unless_finished(recipe: str, overrides: list[str], data_root: Path, run_dir: Path) -> bool:
+    """Train ``recipe`` into ``run_dir`` unless it finished; resume an interrupted run.
+
+    Returns:
+        Whether anything was trained (False: the finished run was left as it is).
+    """
+    cfg = load_config(recipe, overrides, data_root=data_root)
+    latest = CheckpointFiles(run_dir, "latest")
+    resume = latest.exists()
+    if resume and int(json.loads(latest.metadata.read_text()).get("epoch", 0)) >= cfg.train.epochs:
+        return False
+    Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=resume)
+    return True
+
+
 def run_row(key: str, row: AblationRow, args: argparse.Namespace) -> tuple[dict[str, float], float | None]:
     """Train, resume or read back one row: its final metrics, and minutes trained now (None: read back)."""
     run_dir = args.reuse.get(key) or args.out / f"{args.dataset}_{key}"
-    metrics = _final_metrics(run_dir, args.epochs)
+    metrics = final_metrics(run_dir, args.epochs)
     if metrics is None and key in args.reuse:
         raise SystemExit(f"--reuse {key}={run_dir}: that run has no epoch-{args.epochs} evaluation")
     if metrics is not None:
@@ -83,7 +99,7 @@ def run_row(key: str, row: AblationRow, args: argparse.Namespace) -> tuple[dict[
     resume = CheckpointFiles(run_dir, "latest").exists()
     start = time.perf_counter()
     Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=resume)
-    metrics = _final_metrics(run_dir, args.epochs)
+    metrics = final_metrics(run_dir, args.epochs)
     if metrics is None:
         raise SystemExit(f"{run_dir}: training ended without the epoch-{args.epochs} evaluation")
     return metrics, (time.perf_counter() - start) / 60

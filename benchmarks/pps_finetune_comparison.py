@@ -29,15 +29,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ablation_sweep import final_metrics, train_unless_finished
 from personsearch_train.atomic_files import atomic_write_bytes
-from personsearch_train.engine.checkpoint import CheckpointFiles
-from personsearch_train.engine.config import load_config
-from personsearch_train.engine.loop import Trainer
 
 #: Epochs of the fine-tuning recipe (``synthetic_small.yaml``).
 FULL_EPOCHS = 18
@@ -47,26 +44,12 @@ FORMATS = {"cuhk_sysu": "CUHK-SYSU format", "prw": "PRW format"}
 ROWS: dict[str, str | None] = {"scratch": None, "pps": "dataset_norm", "pps_no_alignment": "none"}
 
 
-def _train(recipe: str, overrides: list[str], data_root: Path, run_dir: Path) -> None:
-    """Train ``recipe`` into ``run_dir`` unless it finished; resume an interrupted run."""
-    cfg = load_config(recipe, overrides, data_root=data_root)
-    latest = CheckpointFiles(run_dir, "latest")
-    resume = latest.exists()
-    if resume and int(json.loads(latest.metadata.read_text()).get("epoch", 0)) >= cfg.train.epochs:
-        return
-    Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=resume)
-
-
 def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float]:
-    """The metrics the fine-tune logged at its last epoch."""
-    path = run_dir / "metrics.jsonl"
-    rows = (
-        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    )
-    done = [r for r in rows if r.get("epoch") == epochs]
-    if not done:
+    """The metrics the fine-tune logged at its last epoch (exits when there are none)."""
+    metrics = final_metrics(run_dir, epochs)
+    if metrics is None:
         raise SystemExit(f"{run_dir}: no evaluation at epoch {epochs} in metrics.jsonl")
-    return done[-1]
+    return metrics
 
 
 def _parse_reuse(items: list[str], parser: argparse.ArgumentParser) -> dict[tuple[str, str, str], Path]:
@@ -119,7 +102,7 @@ def main() -> int:
     for row in args.rows:
         init: list[str] = []
         if ROWS[row] is not None:
-            _train(
+            train_unless_finished(
                 "pps_synthetic",
                 [
                     f"train.epochs={args.pretrain_epochs}",
@@ -136,7 +119,7 @@ def main() -> int:
                 epochs = BUDGETS[budget]
                 run = reuse.get((row, fmt, budget), args.out / f"{row}_{fmt}_{budget}")
                 overrides = [f"data.dataset={fmt}", f"train.epochs={epochs}", threads, *init]
-                _train("synthetic_small", overrides, args.target, run)
+                train_unless_finished("synthetic_small", overrides, args.target, run)
                 results[row, fmt, budget] = _final_metrics(run, epochs)
 
     lines = [

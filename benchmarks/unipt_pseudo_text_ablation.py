@@ -43,10 +43,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from ablation_sweep import final_metrics, train_unless_finished
 from personsearch_train.atomic_files import atomic_write_bytes
-from personsearch_train.engine.checkpoint import CheckpointFiles
-from personsearch_train.engine.config import load_config
-from personsearch_train.engine.loop import Trainer
 from personsearch_train.methods.unipt.caption_templates import load_caption_templates
 from personsearch_train.methods.unipt.captioner import CaptionDesign, PromptScorer, caption_images
 from personsearch_train.methods.unipt.phrase_banks import load_phrase_bank
@@ -92,30 +90,6 @@ def _shuffle_captions(path: Path, seed: int = 0) -> None:
     atomic_write_bytes(path, json.dumps(shuffled, indent=1).encode())
 
 
-def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float] | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    done = [r for r in rows if r.get("epoch") == epochs]
-    return done[-1] if done else None
-
-
-def _train(recipe: str, overrides: list[str], data_root: Path, run_dir: Path) -> bool:
-    """Train a recipe into ``run_dir`` unless it finished; resume an interrupted one.
-
-    Returns:
-        Whether anything was trained (False: the finished run was read back).
-    """
-    cfg = load_config(recipe, overrides, data_root=data_root)
-    latest = CheckpointFiles(run_dir, "latest")
-    resume = latest.exists()
-    if resume and int(json.loads(latest.metadata.read_text()).get("epoch", 0)) >= cfg.train.epochs:
-        return False
-    Trainer(cfg, run_dir=run_dir, progress=False).fit(resume=resume)
-    return True
-
-
 def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[str, float], float | None]:
     """Caption, pre-train and fine-tune one row (each stage skipped when done).
 
@@ -149,7 +123,7 @@ def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[st
                 _shuffle_captions(made)
                 made.replace(captions)
             trained = True
-        trained |= _train(
+        trained |= train_unless_finished(
             "unipt_pretrain_synthetic",
             [
                 f"train.epochs={args.pretrain_epochs}",
@@ -160,13 +134,13 @@ def run_row(key: str, row: DesignRow, args: argparse.Namespace) -> tuple[dict[st
             pretrain_run,
         )
         init = [f"model.init_from={pretrain_run}"]
-    trained |= _train(
+    trained |= train_unless_finished(
         "unipt_finetune_synthetic",
         [f"train.epochs={args.finetune_epochs}", f"eval.every={args.finetune_epochs}", *threads, *init],
         args.data_root,
         finetune_run,
     )
-    metrics = _final_metrics(finetune_run, args.finetune_epochs)
+    metrics = final_metrics(finetune_run, args.finetune_epochs)
     if metrics is None:
         raise SystemExit(f"{finetune_run}: no epoch-{args.finetune_epochs} evaluation")
     return metrics, (time.perf_counter() - start) / 60 if trained else None
