@@ -1,10 +1,10 @@
 """Does hybrid pre-training (PPS) help? Fine-tune from PPS against from scratch, same budget.
 
 For each test format (CUHK-SYSU, PRW layouts of the synthetic set) and each fine-tuning
-budget (``quarter``: a quarter of ``synthetic_small``'s 18 epochs, ``full``: all of them),
-the script fine-tunes ``synthetic_small`` from scratch and from each PPS pre-training
-(with the alignment module, ``alignment: dataset_norm``, and without, ``none``), and
-prints the test mAP / top-1 of every fine-tune with the gain over scratch:
+budget (``quarter``: a quarter of the fine-tuning recipe's epochs, ``full``: all of them),
+the script fine-tunes the recipe from scratch and from each PPS pre-training (with the
+alignment module, ``alignment: dataset_norm``, and without, ``none``), and prints the
+test mAP / top-1 of every fine-tune with the gain over scratch:
 
 =================  ==========================================================
 row                what starts the fine-tune
@@ -14,11 +14,17 @@ pps                ``pps_synthetic`` with the alignment module, folded
 pps_no_alignment   ``pps_synthetic`` with ``alignment: none`` (the ablation)
 =================  ==========================================================
 
+``--finetune-recipe`` picks what is fine-tuned: ``synthetic_small`` (supervised OIM,
+18 epochs, the default) or ``rsiamnet_synthetic_small`` (weakly supervised R-SiamNet,
+boxes only, 16 epochs): the same PPS checkpoint starts both.
+
 Every run is resumable and read back when finished, so an interrupted call continues
 where it stopped; ``--reuse ROW:FORMAT:BUDGET=RUN`` (fine-tunes) and
-``--reuse-pretrain ROW=RUN`` take runs trained elsewhere with the same settings. Rows
-are trained one after the other; ``--rows``, ``--formats`` and ``--budgets`` pick a
-subset (the full grid is 2 pre-trainings and 12 fine-tunes: hours on 2 CPU cores).
+``--reuse-pretrain ROW=RUN`` take runs trained elsewhere with the same settings (a
+reused fine-tune only needs its ``metrics.jsonl``, so the committed result folders
+rebuild the table). Rows are trained one after the other; ``--rows``, ``--formats`` and
+``--budgets`` pick a subset (the full grid is 2 pre-trainings and 12 fine-tunes: hours
+on 2 CPU cores). A pre-training is trained only when a fine-tune needs it.
 
 Example:
     python benchmarks/pps_finetune_comparison.py --target data/synth --subtask data/subtask \\
@@ -35,10 +41,13 @@ from pathlib import Path
 
 from ablation_sweep import final_metrics, train_unless_finished
 from personsearch_train.atomic_files import atomic_write_bytes
+from personsearch_train.engine.config import load_config
 
-#: Epochs of the fine-tuning recipe (``synthetic_small.yaml``).
-FULL_EPOCHS = 18
-BUDGETS = {"quarter": FULL_EPOCHS // 4, "full": FULL_EPOCHS}
+#: Fine-tuning recipes the comparison knows: the supervised baseline and one weakly
+#: supervised method (boxes only), both on the synthetic `small` set.
+FINETUNE_RECIPES = ("synthetic_small", "rsiamnet_synthetic_small")
+#: Budget -> the fraction of the fine-tuning recipe's epochs it trains.
+BUDGETS = {"quarter": 4, "full": 1}
 FORMATS = {"cuhk_sysu": "CUHK-SYSU format", "prw": "PRW format"}
 #: Row -> the pre-training's alignment (None: no pre-training).
 ROWS: dict[str, str | None] = {"scratch": None, "pps": "dataset_norm", "pps_no_alignment": "none"}
@@ -50,6 +59,11 @@ def _final_metrics(run_dir: Path, epochs: int) -> dict[str, float]:
     if metrics is None:
         raise SystemExit(f"{run_dir}: no evaluation at epoch {epochs} in metrics.jsonl")
     return metrics
+
+
+def budget_epochs(recipe_epochs: int) -> dict[str, int]:
+    """Epochs of each budget for a fine-tuning recipe of ``recipe_epochs`` epochs."""
+    return {budget: max(1, recipe_epochs // divisor) for budget, divisor in BUDGETS.items()}
 
 
 def _parse_reuse(items: list[str], parser: argparse.ArgumentParser) -> dict[tuple[str, str, str], Path]:
@@ -82,10 +96,21 @@ def main() -> int:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     parser.add_argument("--budgets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument(
+        "--finetune-recipe",
+        default="synthetic_small",
+        choices=FINETUNE_RECIPES,
+        help="what is fine-tuned (default synthetic_small; rsiamnet_synthetic_small: weakly supervised)",
+    )
     parser.add_argument("--pretrain-epochs", type=int, default=16, help="pps_synthetic epochs (default 16)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per training")
     parser.add_argument("--reuse", action="append", default=[], metavar="ROW:FORMAT:BUDGET=RUN")
     parser.add_argument("--reuse-pretrain", action="append", default=[], metavar="ROW=RUN")
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: tabulate the finished (or reused) runs and list the missing ones",
+    )
     parser.add_argument("--table", type=Path, help="also write the table here")
     args = parser.parse_args()
     reuse = _parse_reuse(args.reuse, parser)
@@ -98,10 +123,11 @@ def main() -> int:
 
     threads = f"train.cpu_threads={args.threads}"
     milestone = max(1, round(args.pretrain_epochs * 0.75))
-    results: dict[tuple[str, str, str], dict[str, float]] = {}
-    for row in args.rows:
-        init: list[str] = []
-        if ROWS[row] is not None:
+    epochs_of = budget_epochs(load_config(args.finetune_recipe, [], data_root=args.target).train.epochs)
+    pretrained: set[str] = set()
+
+    def pretrain(row: str) -> Path:
+        if row not in pretrained:
             train_unless_finished(
                 "pps_synthetic",
                 [
@@ -113,29 +139,47 @@ def main() -> int:
                 args.subtask,
                 pretrain_runs[row],
             )
-            init = [f"model.init_from={pretrain_runs[row]}"]
+            pretrained.add(row)
+        return pretrain_runs[row]
+
+    results: dict[tuple[str, str, str], dict[str, float]] = {}
+    missing: list[str] = []
+    for row in args.rows:
         for fmt in args.formats:
             for budget in args.budgets:
-                epochs = BUDGETS[budget]
+                epochs = epochs_of[budget]
                 run = reuse.get((row, fmt, budget), args.out / f"{row}_{fmt}_{budget}")
-                overrides = [f"data.dataset={fmt}", f"train.epochs={epochs}", threads, *init]
-                train_unless_finished("synthetic_small", overrides, args.target, run)
+                if final_metrics(run, epochs) is None:
+                    if args.no_train:
+                        missing.append(f"{row} {FORMATS[fmt]} {budget}")
+                        continue
+                    overrides = [f"data.dataset={fmt}", f"train.epochs={epochs}", threads]
+                    if ROWS[row] is not None:
+                        overrides.append(f"model.init_from={pretrain(row)}")
+                    train_unless_finished(args.finetune_recipe, overrides, args.target, run)
                 results[row, fmt, budget] = _final_metrics(run, epochs)
 
     lines = [
         f"# {datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}, {platform.processor() or platform.machine()}, "
-        f"pps_synthetic {args.pretrain_epochs} epochs -> synthetic_small fine-tunes; test mAP / top-1 in %",
+        f"pps_synthetic {args.pretrain_epochs} epochs -> {args.finetune_recipe} fine-tunes; "
+        "test mAP / top-1 in %",
         f"{'start':<18} {'test set':<18} {'budget':<14} {'mAP':>6} {'top-1':>6} {'mAP vs scratch':>15}",
     ]
-    for (row, fmt, budget), metrics in results.items():
+    # Grouped by test set, then budget, so every gain sits under its scratch row.
+    order = {name: i for i, name in enumerate([*FORMATS, *BUDGETS, *ROWS])}
+    for (row, fmt, budget), metrics in sorted(
+        results.items(), key=lambda item: (order[item[0][1]], order[item[0][2]], order[item[0][0]])
+    ):
         base = results.get(("scratch", fmt, budget))
         gain = (
             f"{100 * (metrics['mAP'] - base['mAP']):+15.2f}" if base is not None and row != "scratch" else ""
         )
         lines.append(
-            f"{row:<18} {FORMATS[fmt]:<18} {f'{budget} ({BUDGETS[budget]} ep)':<14} "
+            f"{row:<18} {FORMATS[fmt]:<18} {f'{budget} ({epochs_of[budget]} ep)':<14} "
             f"{100 * metrics['mAP']:>6.2f} {100 * metrics['top1']:>6.2f} {gain:>15}"
         )
+    if missing:
+        lines.append(f"# not run: {', '.join(missing)}")
     print("\n".join(lines))
     if args.table is not None:
         atomic_write_bytes(args.table, ("\n".join(lines) + "\n").encode())
