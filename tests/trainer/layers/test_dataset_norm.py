@@ -4,7 +4,6 @@ statistics, conversion of whole models, folding back to a plain model, and error
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,14 +19,7 @@ from personsearch_train.layers import (
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny layers run slower with two threads on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomised_bn(kind: type[nn.Module], channels: int, momentum: float | None = 0.1) -> nn.Module:

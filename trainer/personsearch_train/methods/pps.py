@@ -100,7 +100,7 @@ from personsearch_train.methods.base import MethodLosses, TrainingData, Training
 from personsearch_train.methods.registry import register_method
 from personsearch_train.methods.seqnet_oim import oim_for_model
 from personsearch_train.models.structures import TrainingOutputs
-from personsearch_train.weak_supervision.crops import embed_person_crops
+from personsearch_train.weak_supervision.crops import embed_person_crops, require_crop_encoder
 
 if TYPE_CHECKING:
     from personsearch_train.engine.config import ExperimentConfig
@@ -407,17 +407,9 @@ class PPS(TrainingMethod):
             self.args.ins_weight > 0 or self.args.int_weight > 0
         )
         if wants_consistency:
-            if not hasattr(model, "encode_crops"):
-                raise ConfigError(
-                    f"model.name: pps trains instance consistency on crops; {cfg.model.name!r} "
-                    "cannot embed them"
-                )
-            needed = 2 * model.backbone.stride * model.reid_head.stripes
-            if self.args.crop_height < needed:
-                raise ConfigError(
-                    f"method_args.crop_height: {self.args.crop_height} pixels give {cfg.model.name}'s head "
-                    f"fewer rows than its {model.reid_head.stripes} stripes; use at least {needed}"
-                )
+            require_crop_encoder(
+                model, method=self.name, model_name=cfg.model.name, crop_height=self.args.crop_height
+            )
             model.embed_ground_truth = True
         if self.args.alignment == "dataset_norm":
             model = convert_to_dataset_norm(model, num_sources=len(data.splits))
@@ -431,7 +423,7 @@ class PPS(TrainingMethod):
         oim = oim_for_model(
             self.name,
             model,
-            num_labelled=int(self.args.num_labelled or 1),
+            num_labelled=int(self.args.num_labelled),
             queue_size=self.args.queue_size,
             scale=self.args.oim_scale,
             momentum=self.args.oim_momentum,

@@ -75,7 +75,7 @@ from personsearch_train.methods.pseudo_label_hook import PseudoLabelHook
 from personsearch_train.methods.registry import register_method
 from personsearch_train.models.structures import TrainingOutputs
 from personsearch_train.weak_supervision.clustering import first_neighbour_clusters
-from personsearch_train.weak_supervision.crops import crop_people, embed_person_crops
+from personsearch_train.weak_supervision.crops import crop_people, embed_person_crops, require_crop_encoder
 from personsearch_train.weak_supervision.features import extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank
 from personsearch_train.weak_supervision.person_rows import box_counts, hidden_identities, rows_of_targets
@@ -362,17 +362,9 @@ class RSiamNet(TrainingMethod):
             ConfigError: The model cannot embed crops, or the crops are too short for its head.
         """
         model = super().build_model(cfg, data)
-        if not hasattr(model, "encode_crops"):
-            raise ConfigError(
-                f"model.name: rsiamnet needs a SeqNet model; {cfg.model.name!r} has no instance path"
-            )
-        needed = 2 * model.backbone.stride * model.reid_head.stripes
-        if self.args.crop_height < needed:
-            raise ConfigError(
-                f"method_args.crop_height: {self.args.crop_height} pixels give {cfg.model.name}'s head "
-                "fewer rows "
-                f"than its {model.reid_head.stripes} stripes; use at least {needed}"
-            )
+        require_crop_encoder(
+            model, method=self.name, model_name=cfg.model.name, crop_height=self.args.crop_height
+        )
         model.embed_ground_truth = self.args.paths in ("both", "search")
         return model
 

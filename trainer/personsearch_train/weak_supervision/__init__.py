@@ -13,7 +13,8 @@ build their own supervision each epoch from the same pieces:
 * :class:`MemoryBank`: a momentum feature memory the contrastive losses compare with;
 * :class:`PersonRows`: where each annotated training person lives in such a memory;
 * :func:`crop_people`: cut the boxes out of the scene images for an instance (crop)
-  branch that is trained through, so its gradients reach the images.
+  branch that is trained through, so its gradients reach the images;
+* :func:`require_crop_encoder`: the check that a model can embed such crops.
 
 A method wires them together in its hook, a
 :class:`~personsearch_train.methods.pseudo_label_hook.PseudoLabelHook`.
@@ -28,6 +29,7 @@ from personsearch_train.weak_supervision.crops import embed_person_crops as embe
 from personsearch_train.weak_supervision.crops import (
     frozen_running_statistics as frozen_running_statistics,
 )
+from personsearch_train.weak_supervision.crops import require_crop_encoder as require_crop_encoder
 from personsearch_train.weak_supervision.features import BoxFeatures as BoxFeatures
 from personsearch_train.weak_supervision.features import extract_box_features as extract_box_features
 from personsearch_train.weak_supervision.memory_bank import MemoryBank as MemoryBank
@@ -74,6 +76,7 @@ __all__ = [
     "pair_precision_recall",
     "rows_of_targets",
     "reliability_filter",
+    "require_crop_encoder",
     "self_paced_clusters",
     "split_same_image",
 ]

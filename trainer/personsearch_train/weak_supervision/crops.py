@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from personsearch_train.errors import ConfigError
 from personsearch_train.layers.dataset_norm import DatasetSpecificBatchNorm
 from personsearch_train.layers.roi_align import roi_align
 
@@ -105,6 +106,34 @@ def frozen_running_statistics(model: nn.Module, *, batch_statistics: bool = True
         for m, (momentum, training) in zip(norms, saved, strict=True):
             m.momentum = momentum
             m.train(training)
+
+
+def require_crop_encoder(model: nn.Module, *, method: str, model_name: str, crop_height: int) -> None:
+    """Check that ``model`` can embed person crops ``crop_height`` pixels high.
+
+    The instance path runs a crop through the trunk and head 2
+    (``model.encode_crops``); the crop must give the head at least one row per stripe.
+
+    Args:
+        model: The built model.
+        method: The method asking (named in the message).
+        model_name: ``model.name`` from the recipe (named in the message).
+        crop_height: ``method_args.crop_height``.
+
+    Raises:
+        ConfigError: The model has no ``encode_crops``, or the crops are too short for its head.
+    """
+    if not hasattr(model, "encode_crops"):
+        raise ConfigError(
+            f"model.name: {method} embeds person crops and needs a SeqNet model; "
+            f"{model_name!r} has no instance path"
+        )
+    needed = 2 * model.backbone.stride * model.reid_head.stripes
+    if crop_height < needed:
+        raise ConfigError(
+            f"method_args.crop_height: {crop_height} pixels give {model_name}'s head fewer rows "
+            f"than its {model.reid_head.stripes} stripes; use at least {needed}"
+        )
 
 
 def embed_person_crops(
