@@ -15,8 +15,11 @@ pps_no_alignment   ``pps_synthetic`` with ``alignment: none`` (the ablation)
 =================  ==========================================================
 
 ``--finetune-recipe`` picks what is fine-tuned: ``synthetic_small`` (supervised OIM,
-18 epochs, the default) or ``rsiamnet_synthetic_small`` (weakly supervised R-SiamNet,
-boxes only, 16 epochs): the same PPS checkpoint starts both.
+18 epochs, the default) or one of the weakly supervised methods, trained on boxes only:
+``rsiamnet_synthetic_small`` (16 epochs), ``ssl_synthetic_small`` or
+``cgps_synthetic_small`` (10 epochs each). The same PPS checkpoint starts all of them; the
+weakly supervised recipes are used as they are (their clustering radii and thresholds were
+chosen for scratch-trained features), only ``model.init_from`` differs.
 
 Every run is resumable and read back when finished, so an interrupted call continues
 where it stopped; ``--reuse ROW:FORMAT:BUDGET=RUN`` (fine-tunes) and
@@ -43,9 +46,14 @@ from ablation_sweep import final_metrics, train_unless_finished
 from personsearch_train.atomic_files import atomic_write_bytes
 from personsearch_train.engine.config import load_config
 
-#: Fine-tuning recipes the comparison knows: the supervised baseline and one weakly
-#: supervised method (boxes only), both on the synthetic `small` set.
-FINETUNE_RECIPES = ("synthetic_small", "rsiamnet_synthetic_small")
+#: Fine-tuning recipes the comparison knows, all on the synthetic `small` set: the
+#: supervised baseline and the weakly supervised methods (boxes only).
+FINETUNE_RECIPES = (
+    "synthetic_small",
+    "rsiamnet_synthetic_small",
+    "ssl_synthetic_small",
+    "cgps_synthetic_small",
+)
 #: Budget -> the fraction of the fine-tuning recipe's epochs it trains.
 BUDGETS = {"quarter": 4, "full": 1}
 FORMATS = {"cuhk_sysu": "CUHK-SYSU format", "prw": "PRW format"}
@@ -100,7 +108,7 @@ def main() -> int:
         "--finetune-recipe",
         default="synthetic_small",
         choices=FINETUNE_RECIPES,
-        help="what is fine-tuned (default synthetic_small; rsiamnet_synthetic_small: weakly supervised)",
+        help="what is fine-tuned (default synthetic_small; the others are weakly supervised)",
     )
     parser.add_argument("--pretrain-epochs", type=int, default=16, help="pps_synthetic epochs (default 16)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per training")
