@@ -157,7 +157,8 @@ def main() -> int:
             for budget in args.budgets:
                 epochs = epochs_of[budget]
                 run = reuse.get((row, fmt, budget), args.out / f"{row}_{fmt}_{budget}")
-                if final_metrics(run, epochs) is None:
+                metrics = final_metrics(run, epochs)
+                if metrics is None:
                     if args.no_train:
                         missing.append(f"{row} {FORMATS[fmt]} {budget}")
                         continue
@@ -165,7 +166,8 @@ def main() -> int:
                     if ROWS[row] is not None:
                         overrides.append(f"model.init_from={pretrain(row)}")
                     train_unless_finished(args.finetune_recipe, overrides, args.target, run)
-                results[row, fmt, budget] = _final_metrics(run, epochs)
+                    metrics = _final_metrics(run, epochs)
+                results[row, fmt, budget] = metrics
 
     lines = [
         f"# {datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}, {platform.processor() or platform.machine()}, "
