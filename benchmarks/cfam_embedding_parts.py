@@ -32,6 +32,8 @@ WEIGHTINGS = (
     ("fine only", (0.0, 0.0, 1.0)),
     ("combined 1:1:1 (the recipe)", (1.0, 1.0, 1.0)),
     ("combined 2:1:1", (2.0, 1.0, 1.0)),
+    ("combined 1:1:2", (1.0, 1.0, 2.0)),
+    ("combined 0:1:1 (no global)", (0.0, 1.0, 1.0)),
 )
 
 

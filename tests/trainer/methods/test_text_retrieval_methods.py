@@ -15,6 +15,7 @@ from personsearch_train.engine.config import config_from_dict
 from personsearch_train.engine.loop import Trainer
 from personsearch_train.errors import ConfigError, TrainerError
 from personsearch_train.methods import build_method
+from personsearch_train.methods.cfam import CFAMArgs, CFAMLosses
 from personsearch_train.models import create_model
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230), "yellow": (230, 220, 40)}
@@ -164,6 +165,38 @@ def test_losses_of_one_batch_reach_every_trained_module(
         if p.requires_grad and p.grad is None and "pooler" not in n
     ]
     assert missing == []
+
+
+def test_retrieval_alignment_is_sdm_on_the_weighted_mean_of_the_parts_cosines(text_root: Path) -> None:
+    torch.manual_seed(0)
+    cfg = _cfg("cfam", text_root, retrieval_weight=0.5)
+    cfg.model.overrides["embedding_weights"] = [2.0, 1.0, 1.0]
+    trainer = Trainer(cfg, run_dir=text_root / "run_cfam_retrieval", progress=False)
+    trainer.setup()
+    images, targets = trainer.data.collate([trainer.dataset[i] for i in range(8)])
+    outputs = trainer.model.forward_train(images, targets)
+    losses = trainer.losses(trainer.model, outputs, images, targets)
+    assert "loss_retrieval" in losses
+    image, text = outputs.image_granularity, outputs.text_granularity
+    # The fold written out: cosine = (2 cos_global + cos_coarse + mean_k cos_k) / 4.
+    cosine = (
+        2.0 * outputs.image.embedding.float() @ outputs.text.embedding.float().t()
+        + image.coarse @ text.coarse.t()
+        + torch.einsum("ikd,jkd->ij", image.fine, text.fine) / image.fine.shape[1]
+    ) / 4.0
+    logits = cosine / CFAMArgs().temperature
+    pids = outputs.pids
+    same = (pids[:, None] == pids[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)
+    want = torch.zeros(())
+    for scores in (logits, logits.t()):
+        p = scores.softmax(dim=1)
+        want = want + (p * (p.log() - (target + 1e-8).log())).sum(dim=1).mean()
+    torch.testing.assert_close(losses["loss_retrieval"], 0.5 * want, rtol=1e-4, atol=1e-5)
+    off = CFAMLosses(
+        CFAMArgs(matching_heads=2), baseline=trainer.losses.baseline, feature_dim=trainer.model.feature_dim
+    )
+    assert "loss_retrieval" not in off(trainer.model, outputs, images, targets)  # off by default
 
 
 def test_forward_train_refuses_person_search_targets(text_root: Path) -> None:

@@ -19,6 +19,11 @@ Losses on a batch of pairs (logit scale ``1 / temperature``):
 * **coarse alignment**: SDM between the coarse-query embeddings of images and captions;
 * **fine alignment**: SDM on the fine similarity, the mean over queries of the
   query-to-same-query cosines, so each query must agree across modalities on its own;
+* **retrieval alignment** (``retrieval_weight``, off by default): SDM on the folded
+  retrieval embedding itself, the one inference ranks by. Its cosine is the weighted mean
+  of the parts' cosines, so this term trains the parts to agree where they are combined,
+  and at the same temperature it asks each part for a wider gap between positives and
+  negatives than its own term does (a part's gap counts at its share of the fold);
 * **hard-negative matching**: for each image the most similar caption of another person
   (and for each caption such an image), drawn from the batch similarity of the
   retrieval embeddings (softmax over negatives, ALBEF's sampling); a matching head
@@ -62,6 +67,7 @@ class CFAMArgs(IRRAArgs):
         mlm_weight: Weight of the MLM loss (0: no cross-modal MLM module).
         coarse_weight: Weight of SDM on the coarse-query embeddings.
         fine_weight: Weight of SDM on the fine (per-query) similarity.
+        retrieval_weight: Weight of SDM on the folded retrieval embedding (0: off).
         matching_weight: Weight of the hard-negative matching loss (0 disables it).
         matching_depth: Cross-attention layers of the matching head.
         matching_heads: Its attention heads.
@@ -72,6 +78,7 @@ class CFAMArgs(IRRAArgs):
     mlm_weight: float = 0.0
     coarse_weight: float = 1.0
     fine_weight: float = 1.0
+    retrieval_weight: float = 0.0
     matching_weight: float = 1.0
     matching_depth: int = 1
     matching_heads: int = 8
@@ -105,7 +112,7 @@ class CFAMLosses(MethodLosses):
         images: list[Tensor],
         targets: list[dict[str, Any]],
     ) -> dict[str, Tensor]:
-        """The baseline's terms, ``loss_coarse``, ``loss_fine`` and ``loss_match``."""
+        """The baseline's terms, ``loss_coarse``, ``loss_fine``, ``loss_retrieval`` and ``loss_match``."""
         args = self.args
         losses = self.baseline(model, outputs, images, targets)
         image_parts, text_parts = outputs.image_granularity, outputs.text_granularity
@@ -118,6 +125,13 @@ class CFAMLosses(MethodLosses):
                 losses["loss_fine"] = args.fine_weight * similarity_distribution_matching(
                     concatenated_parts(image_parts.fine),
                     concatenated_parts(text_parts.fine),
+                    outputs.pids,
+                    logit_scale=self.logit_scale,
+                )
+            if args.retrieval_weight > 0:
+                losses["loss_retrieval"] = args.retrieval_weight * similarity_distribution_matching(
+                    outputs.image_embedding,
+                    outputs.text_embedding,
                     outputs.pids,
                     logit_scale=self.logit_scale,
                 )
