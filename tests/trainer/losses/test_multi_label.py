@@ -14,13 +14,15 @@ import torch
 from personsearch_train.losses import dynamic_threshold, multi_label_loss, same_image_multilabels
 
 
-def traverse(similarities: torch.Tensor, image_of_entry: torch.Tensor, threshold: float) -> torch.Tensor:
+def traverse(
+    similarities: torch.Tensor, image_of_entry: torch.Tensor, threshold: float, cap: int | None = None
+) -> torch.Tensor:
     labels = torch.zeros(similarities.shape, dtype=torch.bool)
     for row in range(similarities.shape[0]):
         order = sorted(range(similarities.shape[1]), key=lambda j: (-float(similarities[row, j]), j))
         blocked: set[int] = set()
         for j in order:
-            if float(similarities[row, j]) < threshold:
+            if float(similarities[row, j]) < threshold or (cap is not None and int(labels[row].sum()) == cap):
                 break
             if int(j) in blocked:
                 continue
@@ -86,6 +88,42 @@ def test_same_image_multilabels_matches_traversal(seed: int) -> None:
     got = same_image_multilabels(similarities, image_of_entry, threshold=0.675)
     assert torch.equal(got, traverse(similarities, image_of_entry, 0.675))
     assert int(got.sum()) > 5
+
+
+def test_max_positives_stops_the_traversal_after_k_accepted() -> None:
+    image_of_entry = torch.tensor([0, 0, 1, 1, 1, 2])
+    similarities = torch.tensor(
+        [
+            # Accepted in order 0, 3, 5; a cap of 2 drops 5, the least similar.
+            [0.9, 0.8, 0.7, 0.75, 0.2, 0.5],
+            # 2 and 5 tie at 0.6 after 1: the lower index is accepted first.
+            [0.1, 0.95, 0.6, 0.3, 0.4, 0.6],
+        ]
+    )
+    got = same_image_multilabels(similarities, image_of_entry, threshold=0.5, max_positives=2)
+    expected = torch.tensor(
+        [[True, False, False, True, False, False], [False, True, True, False, False, False]]
+    )
+    assert torch.equal(got, expected)
+    assert torch.equal(traverse(similarities, image_of_entry, 0.5, cap=2), expected)
+    # A cap of 1 keeps the best entry; a cap at least the row's positives changes nothing.
+    one = same_image_multilabels(similarities, image_of_entry, threshold=0.5, max_positives=1)
+    assert one.sum(dim=1).tolist() == [1, 1] and bool(one[0, 0]) and bool(one[1, 1])
+    uncapped = same_image_multilabels(similarities, image_of_entry, threshold=0.5)
+    roomy = same_image_multilabels(similarities, image_of_entry, threshold=0.5, max_positives=3)
+    assert torch.equal(roomy, uncapped)
+    with pytest.raises(ValueError, match="max_positives must be >= 1"):
+        same_image_multilabels(similarities, image_of_entry, threshold=0.5, max_positives=0)
+
+
+@pytest.mark.parametrize("cap", [1, 3, 7])
+def test_max_positives_matches_the_capped_traversal(cap: int) -> None:
+    generator = torch.Generator().manual_seed(cap)
+    image_of_entry = torch.randint(0, 12, (60,), generator=generator)
+    similarities = (torch.rand(5, 60, generator=generator) * 20).round() / 20
+    got = same_image_multilabels(similarities, image_of_entry, threshold=0.375, max_positives=cap)
+    assert torch.equal(got, traverse(similarities, image_of_entry, 0.375, cap=cap))
+    assert got.sum(dim=1).max() == cap
 
 
 def test_multi_label_loss_matches_eq11() -> None:

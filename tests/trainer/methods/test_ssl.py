@@ -102,6 +102,7 @@ def test_mixed_sources_and_missing_mask_folder_are_refused(tmp_path: Path) -> No
         ({"momentum": 1.0}, "method_args.momentum"),
         ({"top_percent": 0.0}, "method_args.temperature must be > 0 and top_percent"),
         ({"extract_batch_size": 0}, "method_args.extract_batch_size"),
+        ({"max_positives": -1}, "method_args.max_positives"),
         ({"clustering": {"eps": [0.72, 0.70, 0.68]}}, "method_args.clustering.eps"),
         ({"masks": "schp"}, "method_args.masks"),
     ],
@@ -246,6 +247,17 @@ def test_hook_initialises_both_memories_and_sets_the_threshold_per_epoch(
     hook.before_epoch(trainer, 3)
     assert losses.threshold == pytest.approx(dynamic_threshold(3, base=0.5, alpha=0.2, beta=-0.5))
     assert torch.equal(losses.memory_main.labels, labels)
+    # With method_args.max_positives the same labels are cut to the k most similar.
+    hook.before_epoch(trainer, 3)
+    uncapped = losses.multilabels(rows)
+    assert int(uncapped.sum(dim=1).max()) > 2
+    losses.args = dataclasses.replace(losses.args, max_positives=2)
+    capped = losses.multilabels(rows)
+    assert int(capped.sum(dim=1).max()) == 2 and bool((capped <= uncapped).all())
+    similarities = losses.label_features() @ losses.label_features().t()
+    kept = similarities.masked_fill(~capped, -2.0).amax(dim=1)
+    dropped = similarities.masked_fill(~(uncapped & ~capped), -2.0).amax(dim=1)
+    assert bool((kept >= dropped).all())
 
 
 # --------------------------------------------------------------------- training

@@ -48,7 +48,13 @@ def dynamic_threshold(epoch: int, *, base: float = 0.6, alpha: float = 0.1, beta
     return base + alpha * math.exp(beta * epoch)
 
 
-def same_image_multilabels(similarities: Tensor, image_of_entry: Tensor, *, threshold: float) -> Tensor:
+def same_image_multilabels(
+    similarities: Tensor,
+    image_of_entry: Tensor,
+    *,
+    threshold: float,
+    max_positives: int | None = None,
+) -> Tensor:
     """Eqs. 8 and 10: positives over the memory, at most one per scene image.
 
     Traversing the candidates (similarity ``>= threshold``) in descending similarity and
@@ -57,18 +63,27 @@ def same_image_multilabels(similarities: Tensor, image_of_entry: Tensor, *, thre
     (per row and image: the candidate with the largest similarity, the lowest entry
     index among equal similarities, as a stable descending sort would visit first).
 
+    ``max_positives`` stops that traversal after ``k`` accepted entries (not in the
+    paper): features trained from scratch drift together as training goes on, so a
+    threshold that accepts a handful of people early accepts dozens later at falling
+    precision; a cap keeps the labels to the most similar few.
+
     Args:
         similarities: ``[B, N]`` float similarity of each person with each memory entry.
         image_of_entry: ``[N]`` int64 scene image id (``>= 0``) of each entry.
         threshold: ``t``.
+        max_positives: At most this many positives per row (``k >= 1``; ``None``: no cap).
+            Among equal similarities the lower entry index is accepted first.
 
     Returns:
         ``[B, N]`` bool positives; every other entry is negative. A row with no
         candidate is all False.
 
     Raises:
-        ValueError: Shapes disagree or an image id is negative.
+        ValueError: Shapes disagree, an image id is negative or ``max_positives < 1``.
     """
+    if max_positives is not None and max_positives < 1:
+        raise ValueError(f"max_positives must be >= 1 or None, got {max_positives}")
     if similarities.dim() != 2 or image_of_entry.shape != (similarities.shape[1],):
         raise ValueError(
             f"similarities [B, N] and image_of_entry [N] expected, got {tuple(similarities.shape)}, "
@@ -93,7 +108,15 @@ def same_image_multilabels(similarities: Tensor, image_of_entry: Tensor, *, thre
     first = torch.full((rows, images), entries, dtype=torch.int64, device=similarities.device).scatter_reduce(
         1, groups, index.masked_fill(~at_best, entries), reduce="amin"
     )
-    return at_best & (index == first.gather(1, groups))
+    positives = at_best & (index == first.gather(1, groups))
+    if max_positives is None or max_positives >= entries:
+        return positives
+    # A stable descending sort visits equal similarities in entry order, as the traversal does.
+    accepted = similarities.masked_fill(~positives, lowest)
+    order = torch.sort(accepted, dim=1, descending=True, stable=True).indices
+    kept = torch.zeros_like(positives)
+    kept.scatter_(1, order[:, :max_positives], True)
+    return positives & kept
 
 
 def multi_label_loss(features: Tensor, memory: Tensor, positives: Tensor, *, delta: float = 5.0) -> Tensor:
