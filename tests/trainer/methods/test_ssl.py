@@ -248,7 +248,6 @@ def test_hook_initialises_both_memories_and_sets_the_threshold_per_epoch(
     assert losses.threshold == pytest.approx(dynamic_threshold(3, base=0.5, alpha=0.2, beta=-0.5))
     assert torch.equal(losses.memory_main.labels, labels)
     # With method_args.max_positives the same labels are cut to the k most similar.
-    hook.before_epoch(trainer, 3)
     uncapped = losses.multilabels(rows)
     assert int(uncapped.sum(dim=1).max()) > 2
     losses.args = dataclasses.replace(losses.args, max_positives=2)
